@@ -1,0 +1,74 @@
+/* tp_app.h - the one interface every app implements.
+ *
+ * An app turns messages into replies. The pool calls it on a worker thread
+ * (or the reactor calls it inline with `workers 0`), one call at a time per
+ * connection, in the order the connection's messages arrived; different
+ * connections run at the same time on different workers, so an app's shared
+ * state needs its own synchronization.
+ *
+ * A call may reply to its sender, send to another connection by handle, or
+ * broadcast to every connection of the listener: each reply is framed the
+ * way the listener frames messages. Bytes given to tp_call_* are copied. */
+#ifndef TP_APP_H
+#define TP_APP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tp_conf.h"
+#include "tp_msg.h"
+
+struct tp_call;  /* one message (or open/close) being handled; opaque */
+
+/* What message() returns. */
+enum {
+    TP_APP_DONE = 0,   /* replies, if any, were made with tp_call_*() */
+    TP_APP_KEEP = 1,   /* the message, as the app left it (same length, it
+                          may edit the bytes in place), is the reply */
+    TP_APP_CLOSE = 2,  /* close the connection once its replies are written */
+};
+
+struct tp_app {
+    const char *name;
+    /* Optional. Once per listener before it serves, on the main thread;
+     * *state is handed to every call (tp_call_state). Returns 0 or -errno. */
+    int (*init)(void **state, const struct tp_listen_conf *conf);
+    /* Optional. After the listener stopped and every call returned. */
+    void (*fini)(void *state);
+    /* Optional. A connection opened, before its first message. Returns 0, or
+     * TP_APP_CLOSE to refuse it (after writing any reply). */
+    int (*open)(struct tp_call *call);
+    /* One message: len payload bytes at data, without framing, writable.
+     * Returns TP_APP_DONE, TP_APP_KEEP or TP_APP_CLOSE. */
+    int (*message)(struct tp_call *call, char *data, size_t len);
+    /* Optional. The connection closed (its handle is dead); free what open
+     * made. Replies made here are dropped. */
+    void (*close)(struct tp_call *call);
+};
+
+/* The connection this call is for; usable with tp_call_send() later, from
+ * any call, until it closes (then sends to it are dropped). */
+struct tp_handle tp_call_conn(const struct tp_call *call);
+
+/* The per-connection pointer the app may set in open() and read or change in
+ * any later call for the same connection. NULL at first. */
+void **tp_call_conn_data(struct tp_call *call);
+
+/* What init() put in *state. */
+void *tp_call_state(const struct tp_call *call);
+
+/* Appends a reply of len bytes to the sender. Returns 0 or -ENOMEM. */
+int tp_call_reply(struct tp_call *call, const void *data, size_t len);
+
+/* Sends len bytes to connection `to` (after anything already queued for
+ * it). Returns 0 or -ENOMEM. */
+int tp_call_send(struct tp_call *call, struct tp_handle to, const void *data,
+                 size_t len);
+
+/* Sends len bytes to every connection of this listener, the sender too if
+ * include_self; one shared buffer, however many recipients. Returns 0 or
+ * -ENOMEM. */
+int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
+                      bool include_self);
+
+#endif /* TP_APP_H */

@@ -1,0 +1,81 @@
+/* tp_conf.h - the conf file: an nginx-style tokenizer and directive table.
+ *
+ * tp_conf_init() fills in the built-in default (one echo listener on
+ * 127.0.0.1:7000); tp_conf_load() replaces it with what a file says.
+ * Nothing here prints: errors come back as "file:line: what" text. */
+#ifndef TP_CONF_H
+#define TP_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define TP_CONF_MAX_LISTEN 64
+#define TP_CONF_NAME_MAX 32
+#define TP_CONF_PATH_MAX 256
+
+enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW };
+enum tp_log_level { TP_LOG_ERROR, TP_LOG_WARN, TP_LOG_INFO, TP_LOG_DEBUG };
+
+/* One `listen ADDR:PORT { ... }` block. Times are in milliseconds, 0 = off. */
+struct tp_listen_conf {
+    char addr_text[64];               /* as written: "127.0.0.1:7000", "[::1]:7000" */
+    struct sockaddr_storage addr;     /* parsed, port in network order */
+    socklen_t addrlen;
+    char app[TP_CONF_NAME_MAX];       /* default "echo" */
+    enum tp_framing framing;          /* default line */
+    uint32_t max_message;             /* bytes of one message's payload; default 64k */
+    uint32_t idle_timeout_ms;         /* default 5m */
+    uint32_t read_timeout_ms;         /* partial message held this long closes; default 60s */
+    uint64_t send_buffer_max;         /* unsent reply bytes before reading pauses; default 1m */
+    int backlog;                      /* listen(2) backlog; default 4096 */
+    bool reuseport;                   /* default off */
+    bool tcp_nodelay;                 /* default on */
+    char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
+    int line;                         /* ("port in use"); "" and 0 for the default */
+};
+
+struct tp_conf {
+    int workers;                      /* -1 = online CPUs (default); 0 = inline */
+    uint32_t max_connections;         /* default 65536, capped at run time by RLIMIT_NOFILE */
+    enum tp_log_level log_level;      /* default info */
+    uint32_t shutdown_timeout_ms;     /* default 10s */
+    uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
+    size_t nlisten;
+    struct tp_listen_conf listen[TP_CONF_MAX_LISTEN];
+};
+
+/* Fills conf with the built-in default: the global defaults above and one
+ * listener, 127.0.0.1:7000, app echo, line framing. Any thread. */
+void tp_conf_init(struct tp_conf *conf);
+
+/* Resets a listener block to its defaults (no address, app "echo"). */
+void tp_conf_listen_init(struct tp_listen_conf *l);
+
+/* Parses the file at path into conf (first reset to the global defaults with
+ * no listeners). apps is a NULL-terminated list of the app names that exist;
+ * `app NAME` must be one of them. Returns 0, or -1 with a one-line message in
+ * err such as `tidepool.conf:12: unknown directive "wrokers"`. A file with no
+ * listen block is an error. On error conf holds partial, unusable values. */
+int tp_conf_load(struct tp_conf *conf, const char *path,
+                 const char *const *apps, char *err, size_t errlen);
+
+/* Parses "64k", "1m", "512" (bytes; k/m/g are powers of 1024) into *out.
+ * Returns 0 or -EINVAL. */
+int tp_conf_parse_size(const char *s, uint64_t *out);
+
+/* Parses "500ms", "30s", "5m", "2h", "1d", "30" (seconds) into *out_ms.
+ * Returns 0 or -EINVAL (also on overflow of 32 bits of milliseconds). */
+int tp_conf_parse_time(const char *s, uint32_t *out_ms);
+
+/* Parses "127.0.0.1:7000", "[::1]:7000", "*:7000" (IPv4 any) or "[::]:7000"
+ * into l->addr/addrlen and copies the text to l->addr_text. Returns 0 or
+ * -EINVAL. */
+int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l);
+
+/* Names for messages: "line", "info", ... */
+const char *tp_conf_framing_name(enum tp_framing f);
+const char *tp_conf_log_level_name(enum tp_log_level l);
+
+#endif /* TP_CONF_H */

@@ -1,0 +1,76 @@
+/* tp_pool.h - worker threads that run the app on messages from the reactor.
+ *
+ * Work goes out through one wait-free liburcu queue per worker and comes back
+ * through one shared reply queue. The reactor stages what it submits during a
+ * loop turn and publishes it with one splice per worker (tp_pool_flush), so a
+ * turn that cuts hundreds of messages costs one hand-off and at most one wake
+ * per sleeping worker. Workers wake the reactor through an eventfd only when
+ * the reply queue goes from empty to non-empty.
+ *
+ * Who may call what, concurrently:
+ *
+ *   call                      thread         runs alongside
+ *   tp_pool_create/destroy    owner          nothing else on this pool
+ *   tp_pool_submit/flush      reactor        workers (enqueue side of their
+ *                                            queues), tp_pool_drain
+ *   tp_pool_drain/event_fd    reactor        workers (they enqueue replies)
+ *   the work callback         worker         other workers; reactor calls
+ */
+#ifndef TP_POOL_H
+#define TP_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tp_msg.h"
+
+typedef struct tp_pool tp_pool_t;
+
+/* Runs on a worker for each message. It must push every message it produces
+ * onto out, in the order they are to be written, and the message it was given
+ * exactly once, last, as kind TP_MSG_DONE: that is how the reactor learns the
+ * batch is finished. It must not block for long: it holds up every message
+ * queued behind it on this worker. */
+typedef void tp_pool_work_cb(void *arg, struct tp_msg *msg, struct tp_msg_list *out);
+
+/* Starts nworkers (>= 1) threads running work(arg, ...). Up to backlog_max
+ * bytes of submitted messages may be at the workers at once. Returns NULL
+ * with errno set on failure. */
+tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
+                          uint64_t backlog_max);
+
+/* Stages msg for the least busy worker; it reaches the worker at the next
+ * tp_pool_flush(). On 0 the pool owns msg until it comes back from
+ * tp_pool_drain(). Returns -ENOBUFS, keeping nothing, while the backlog is over
+ * backlog_max: stop reading until tp_pool_drain() brings it down. Messages
+ * with no bytes (open and close events) are never refused. Reactor thread
+ * only; never blocks. */
+int tp_pool_submit(tp_pool_t *pool, struct tp_msg *msg);
+
+/* True while tp_pool_submit() would refuse work. */
+int tp_pool_is_full(const tp_pool_t *pool);
+
+/* Publishes everything staged, one splice per worker, and wakes the workers
+ * that sleep. Reactor thread only; never blocks. */
+void tp_pool_flush(tp_pool_t *pool);
+
+/* The eventfd that turns readable when replies wait. Register it with epoll;
+ * tp_pool_drain() clears it. */
+int tp_pool_event_fd(const tp_pool_t *pool);
+
+/* Moves every reply that is ready onto out (reactor-owned from then on).
+ * Pass clear = true when epoll reported the eventfd: it is read first, then
+ * the queue drained. Returns how many, or -EAGAIN when a worker was caught
+ * mid-enqueue and some replies could not be taken yet: call again soon,
+ * without waiting for the eventfd. Reactor thread only; never blocks. */
+int tp_pool_drain(tp_pool_t *pool, bool clear, struct tp_msg_list *out);
+
+/* Messages submitted and not yet back from tp_pool_drain(). Reactor thread. */
+size_t tp_pool_inflight(const tp_pool_t *pool);
+
+/* Stops and joins the workers. Messages still queued are freed without being
+ * run, as are replies not yet drained. Owner thread, once. */
+void tp_pool_destroy(tp_pool_t *pool);
+
+#endif /* TP_POOL_H */

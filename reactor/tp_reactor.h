@@ -1,0 +1,72 @@
+/* tp_reactor.h - the server: one epoll (edge-triggered) reactor thread.
+ *
+ *   socket -> read until EAGAIN -> cut whole messages -> pool work queue
+ *   -> worker runs the app -> pool reply queue -> reactor -> writev -> socket
+ *
+ * The reactor thread owns every connection; other threads name one by
+ * handle. tp_server_run() is the loop; everything else is set-up, stop and
+ * counters. */
+#ifndef TP_REACTOR_H
+#define TP_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tp_app.h"
+#include "tp_conf.h"
+
+typedef struct tp_server tp_server_t;
+
+/* Where the server's log lines go (it never prints itself). msg has no
+ * trailing newline. Called on the thread that runs tp_server_run(). */
+typedef void tp_log_fn(void *arg, enum tp_log_level level, const char *msg);
+
+struct tp_server_opts {
+    const struct tp_app *const *apps;  /* apps[i] serves conf->listen[i] */
+    tp_log_fn *log;                    /* NULL: no log */
+    void *log_arg;
+    int signal_fd;                     /* a signalfd for INT, TERM, HUP,
+                                          USR1, or -1 (tp_server_stop only) */
+};
+
+/* Counters; the reactor writes them, any thread may read a snapshot. */
+struct tp_stats {
+    uint64_t accepted, rejected_max_conn, accept_errors;
+    uint64_t open;                       /* connections now */
+    uint64_t closed_peer, closed_error, closed_oversize, closed_idle,
+             closed_read_timeout, closed_app, closed_shutdown;
+    uint64_t msgs_in, bytes_in, bytes_out;
+    uint64_t replies_dropped;            /* for connections already closed */
+    uint64_t bytes_discarded;            /* partial messages dropped at close */
+};
+
+/* Binds every listener of conf and starts the workers (conf->workers, -1 =
+ * online CPUs, 0 = run apps inline). conf must outlive the server. Returns
+ * NULL with a one-line reason in err, naming the conf file and line where it
+ * helps ("tidepool.conf:7: listen 127.0.0.1:7000: bind: Address already in
+ * use"). Main thread, before tp_server_run(). */
+tp_server_t *tp_server_create(const struct tp_conf *conf,
+                              const struct tp_server_opts *opts,
+                              char *err, size_t errlen);
+
+/* Runs the loop on the calling thread until the server stops (graceful stop
+ * finished, or forced). Returns 0, or -errno if epoll itself failed. */
+int tp_server_run(tp_server_t *srv);
+
+/* Asks the loop to stop. graceful: stop accepting, finish the messages
+ * already read, write their replies, close, return; the conf's
+ * shutdown_timeout or a second call with graceful = false cuts it short.
+ * Any thread (not a signal handler). */
+void tp_server_stop(tp_server_t *srv, bool graceful);
+
+/* The port listener i is bound to (useful with port 0). Any thread. */
+uint16_t tp_server_port(const tp_server_t *srv, size_t i);
+
+/* Copies the counters. Any thread. */
+void tp_server_stats(const tp_server_t *srv, struct tp_stats *out);
+
+/* Frees everything. tp_server_run() must have returned (or never run). */
+void tp_server_destroy(tp_server_t *srv);
+
+#endif /* TP_REACTOR_H */

@@ -1,0 +1,18 @@
+/* tp_sock.h - socket helpers for listeners. */
+#ifndef TP_SOCK_H
+#define TP_SOCK_H
+
+#include <stdint.h>
+
+#include "tp_conf.h"
+
+/* Opens a non-blocking listening socket for l: SO_REUSEADDR, SO_REUSEPORT if
+ * asked, IPV6_V6ONLY for IPv6, TCP_NODELAY if asked (accepted sockets inherit
+ * it), bound and listening with l->backlog. Returns the fd, or -errno with
+ * *what naming the call that failed ("bind", "listen", ...). */
+int tp_sock_listen(const struct tp_listen_conf *l, const char **what);
+
+/* The port fd is bound to, in host order; 0 on error. */
+uint16_t tp_sock_port(int fd);
+
+#endif /* TP_SOCK_H */

@@ -1,0 +1,130 @@
+/* race_server - the in-process server under load, for ThreadSanitizer.
+ *
+ * Client threads pipeline lines and check every reply in order; some close
+ * right after sending (their replies are at the workers); a chat-like app
+ * broadcasts between connections; then a graceful stop while clients still
+ * send. Exits 0 when every checked reply matched and the server stopped clean. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tp_apps.h"
+#include "tp_reactor.h"
+
+#define THREADS 6
+#define CONNS_PER_THREAD 40
+#define LINES 200
+
+static uint16_t port;
+static atomic_int failures;
+
+static int dial(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads exactly n bytes within 10 s. */
+static int read_all(int fd, char *buf, size_t n)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    size_t got = 0;
+    ssize_t r;
+
+    while (got < n) {
+        if (poll(&p, 1, 10000) <= 0)
+            return -1;
+        r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void *client(void *arg)
+{
+    static _Thread_local char out[LINES * 16], in[LINES * 16];
+    long id = (long)arg;
+    int c, i, fd;
+    size_t n;
+
+    for (c = 0; c < CONNS_PER_THREAD; c++) {
+        if ((fd = dial()) < 0) {
+            atomic_fetch_add(&failures, 1);
+            continue;
+        }
+        for (n = 0, i = 0; i < LINES; i++)
+            n += (size_t)sprintf(out + n, "%ld.%d.%d\n", id, c, i);
+        if (write(fd, out, n) != (ssize_t)n)
+            atomic_fetch_add(&failures, 1);
+        /* Every third connection leaves with its replies in flight. */
+        if (c % 3 != 0 && (read_all(fd, in, n) < 0 || memcmp(in, out, n) != 0))
+            atomic_fetch_add(&failures, 1);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void *serve(void *srv)
+{
+    if (tp_server_run(srv) != 0)
+        atomic_fetch_add(&failures, 1);
+    return NULL;
+}
+
+int main(void)
+{
+    static struct tp_conf conf;
+    const struct tp_app *apps[1] = { &tp_app_echo };
+    struct tp_server_opts opts = { .apps = apps, .signal_fd = -1 };
+    pthread_t th[THREADS], loop;
+    struct tp_stats st;
+    tp_server_t *srv;
+    char err[256];
+    long i;
+
+    tp_conf_init(&conf);
+    conf.workers = 4;
+    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
+    srv = tp_server_create(&conf, &opts, err, sizeof(err));
+    if (srv == NULL)
+        return fprintf(stderr, "%s\n", err), 1;
+    port = tp_server_port(srv, 0);
+    pthread_create(&loop, NULL, serve, srv);
+    for (i = 0; i < THREADS; i++)
+        pthread_create(&th[i], NULL, client, (void *)i);
+    for (i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* Stop while a last client is mid-stream. */
+    int fd = dial();
+    if (fd >= 0 && write(fd, "last\nwords\n", 11) != 11)
+        atomic_fetch_add(&failures, 1);
+    tp_server_stop(srv, true);
+    pthread_join(loop, NULL);
+    if (fd >= 0)
+        close(fd);
+    tp_server_stats(srv, &st);
+    tp_server_destroy(srv);
+    if (st.open != 0)
+        atomic_fetch_add(&failures, 1);
+    printf("race_server: %llu connections, %llu messages, %d failures\n",
+           (unsigned long long)st.accepted, (unsigned long long)st.msgs_in,
+           atomic_load(&failures));
+    return atomic_load(&failures) == 0 ? 0 : 1;
+}

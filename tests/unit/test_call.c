@@ -1,0 +1,166 @@
+/* The app runner: a batch through an app, and the replies it makes. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tp_apps.h"
+#include "tp_call.h"
+
+static struct tp_msg *batch(const char *bytes, size_t n, uint8_t flags)
+{
+    struct tp_msg *m = tp_msg_new(n);
+
+    memcpy(m->data, bytes, n);
+    m->len = (uint32_t)n;
+    m->kind = TP_MSG_DATA;
+    m->flags = flags;
+    m->h = (struct tp_handle){ 3, 9 };
+    return m;
+}
+
+static void run(const struct tp_app *app, enum tp_framing f, struct tp_msg *m,
+                struct tp_msg_list *out)
+{
+    struct tp_call_env env = { app, NULL, f, 1000 };
+
+    tp_msg_list_init(out);
+    tp_call_run(&env, m, out);
+}
+
+static void expect(struct tp_msg *m, uint8_t kind, const char *bytes, size_t n)
+{
+    cr_assert_not_null(m);
+    cr_assert_eq(m->kind, kind);
+    cr_assert_eq(m->len, n, "len %u, want %zu", m->len, n);
+    cr_assert_eq(memcmp(m->data, bytes, n), 0);
+}
+
+Test(call, echo_returns_the_batch_itself_as_the_reply)
+{
+    struct tp_msg *m = batch("a\nbb\n", 5, 0), *r;
+    struct tp_msg_list out;
+
+    run(&tp_app_echo, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m, "no copy");
+    expect(r, TP_MSG_DONE, "a\nbb\n", 5);
+    cr_assert(r->flags & TP_MSG_F_REPLY);
+    cr_assert_null(tp_msg_list_pop(&out));
+    tp_msg_free(r);
+}
+
+Test(call, upper_changes_letters_in_place_only_in_payloads)
+{
+    struct tp_msg *m = batch("\0\0\0\3abc\0\0\0\2\xe9z", 13, 0), *r;
+    struct tp_msg_list out;
+
+    run(&tp_app_upper, TP_FRAMING_LENGTH, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_DONE, "\0\0\0\3ABC\0\0\0\2\xe9Z", 13);
+    tp_msg_free(r);
+}
+
+Test(call, final_line_without_newline_at_eof_is_a_message)
+{
+    struct tp_msg *m = batch("x\nlast", 6, TP_MSG_F_EOF), *r;
+    struct tp_msg_list out;
+
+    run(&tp_app_upper, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_DONE, "X\nLAST", 6);
+    tp_msg_free(r);
+}
+
+/* Replies "<len>" to lines starting with '?', keeps the others, drops "-". */
+static int mixed_message(struct tp_call *call, char *data, size_t len)
+{
+    char buf[16];
+
+    if (len > 0 && data[0] == '?') {
+        cr_assert_eq(tp_call_reply(call, buf, (size_t)snprintf(buf, sizeof(buf), "%zu", len)), 0);
+        return TP_APP_DONE;
+    }
+    if (len == 1 && data[0] == '-')
+        return TP_APP_DONE;
+    return TP_APP_KEEP;
+}
+
+static const struct tp_app mixed = { .name = "mixed", .message = mixed_message };
+
+Test(call, mixed_replies_keep_the_order_of_the_messages)
+{
+    struct tp_msg *m = batch("a\n?xy\n-\nb\n?\n", 12, 0), *r;
+    struct tp_msg_list out;
+
+    run(&mixed, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_SEND, "a\n3\nb\n1\n", 8);
+    cr_assert_eq(r->h.slot, 3);
+    cr_assert_eq(r->h.gen, 9);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    cr_assert_not(r->flags & TP_MSG_F_REPLY, "the batch is not the reply any more");
+    tp_msg_free(r);
+}
+
+Test(call, replies_are_framed_like_the_listener)
+{
+    struct tp_msg *m = batch("\0\0\0\2?a", 6, 0), *r;
+    struct tp_msg_list out;
+
+    run(&mixed, TP_FRAMING_LENGTH, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_SEND, "\0\0\0\0012", 5);
+    tp_msg_free(r);
+    tp_msg_free(tp_msg_list_pop(&out));
+}
+
+static int shout_message(struct tp_call *call, char *data, size_t len)
+{
+    tp_call_broadcast(call, data, len, false);
+    return TP_APP_CLOSE;
+}
+
+static const struct tp_app shout = { .name = "shout", .message = shout_message };
+
+Test(call, broadcast_then_close_stops_the_batch)
+{
+    struct tp_msg *m = batch("hi\nnot run\n", 11, 0), *r;
+    struct tp_msg_list out;
+
+    run(&shout, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "hi\n", 3);
+    cr_assert_not(r->flags & TP_MSG_F_SELF);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    cr_assert(r->flags & TP_MSG_F_CLOSE);
+    cr_assert_null(tp_msg_list_pop(&out));
+    tp_msg_free(r);
+}
+
+static int counting_open(struct tp_call *call)
+{
+    *tp_call_conn_data(call) = (void *)"opened";
+    return TP_APP_DONE;
+}
+
+static const struct tp_app opener = { .name = "opener", .open = counting_open,
+                                      .message = mixed_message };
+
+Test(call, open_sets_the_connection_pointer_that_travels_back)
+{
+    struct tp_msg *m = tp_msg_new(0), *r;
+    struct tp_msg_list out;
+
+    m->kind = TP_MSG_OPEN;
+    run(&opener, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    cr_assert_str_eq(r->conn_data, "opened");
+    cr_assert_not(r->flags & (TP_MSG_F_REPLY | TP_MSG_F_CLOSE));
+    tp_msg_free(r);
+}

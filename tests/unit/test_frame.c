@@ -1,0 +1,190 @@
+/* Framing: bytes -> messages for line, length and raw framing. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tp_frame.h"
+
+/* Copies n bytes so that they end exactly at a PROT_NONE page: any read past
+ * the input faults. */
+static char *at_guard_page(const char *src, size_t n, void **map, size_t *maplen)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = (n + page - 1) / page + 1;
+    char *base;
+
+    *maplen = (pages + 1) * page;
+    base = mmap(NULL, *maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(base, MAP_FAILED);
+    cr_assert_eq(mprotect(base + pages * page, page, PROT_NONE), 0);
+    *map = base;
+    memcpy(base + pages * page - n, src, n);
+    return base + pages * page - n;
+}
+
+/* Cuts the whole of in, fed in two pieces split at every byte, and checks the
+ * total number of messages and where the last whole one ends. */
+static void check_every_split(enum tp_framing f, const char *in, size_t n,
+                              uint32_t want_count, uint32_t want_cut)
+{
+    size_t split;
+
+    for (split = 0; split <= n; split++) {
+        struct tp_frame_cursor cur = { 0, 0 };
+        uint32_t c1, c2;
+        void *map;
+        size_t maplen;
+        char *p = at_guard_page(in, split, &map, &maplen);
+
+        cr_assert_eq(tp_frame_advance(f, p, split, 1000, &cur, &c1), 0);
+        munmap(map, maplen);
+        p = at_guard_page(in, n, &map, &maplen);
+        cr_assert_eq(tp_frame_advance(f, p, n, 1000, &cur, &c2), 0);
+        munmap(map, maplen);
+        cr_assert_eq(c1 + c2, want_count, "split at %zu: %u messages", split, c1 + c2);
+        cr_assert_eq(cur.cut, want_cut, "split at %zu: cut %u", split, cur.cut);
+    }
+}
+
+Test(frame, line_split_at_every_byte_finds_every_message)
+{
+    const char in[] = "one\ntwo\r\n\nthree";
+
+    check_every_split(TP_FRAMING_LINE, in, sizeof(in) - 1, 3, 10);
+}
+
+Test(frame, length_split_at_every_byte_finds_every_message)
+{
+    const char in[] = "\0\0\0\3abc\0\0\0\0\0\0\0\2x\n\0\0";
+
+    check_every_split(TP_FRAMING_LENGTH, in, sizeof(in) - 1, 3, 17);
+}
+
+Test(frame, line_payload_excludes_newline_and_keeps_cr)
+{
+    struct tp_frame fr;
+    ssize_t used = tp_frame_next(TP_FRAMING_LINE, "hi\r\nrest", 8, 100, &fr);
+
+    cr_assert_eq(used, 4);
+    cr_assert_eq(fr.off, 0);
+    cr_assert_eq(fr.len, 3);
+}
+
+Test(frame, partial_line_needs_more)
+{
+    struct tp_frame fr;
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, "abc", 3, 100, &fr), 0);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, "", 0, 100, &fr), 0);
+}
+
+Test(frame, binary_bytes_inside_a_line_are_payload)
+{
+    char in[256];
+    struct tp_frame fr;
+    int i, n = 0;
+
+    for (i = 0; i < 256; i++)
+        if (i != '\n')
+            in[n++] = (char)i;
+    in[n++] = '\n';
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, in, (size_t)n, 1000, &fr), n);
+    cr_assert_eq(fr.len, 255);
+}
+
+Test(frame, line_longer_than_max_is_refused_with_or_without_its_end)
+{
+    struct tp_frame fr;
+    char in[12] = "0123456789\n";
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, in, 11, 10, &fr), 11);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, in, 11, 9, &fr), -EMSGSIZE);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, in, 10, 9, &fr), -EMSGSIZE);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LINE, in, 9, 9, &fr), 0);
+}
+
+Test(frame, length_header_over_max_is_refused_before_the_payload_arrives)
+{
+    struct tp_frame fr;
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LENGTH, "\0\0\1\0", 4, 255, &fr), -EMSGSIZE);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LENGTH, "\0\0\0\xff", 4, 255, &fr), 0);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LENGTH, "\xff\xff\xff\xff", 4, 1u << 20, &fr),
+                 -EMSGSIZE);
+}
+
+Test(frame, length_zero_is_an_empty_message)
+{
+    struct tp_frame fr;
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_LENGTH, "\0\0\0\0", 4, 10, &fr), 4);
+    cr_assert_eq(fr.off, 4);
+    cr_assert_eq(fr.len, 0);
+}
+
+Test(frame, raw_takes_everything_in_pieces_of_at_most_max)
+{
+    struct tp_frame fr;
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_RAW, "abcdef", 6, 100, &fr), 6);
+    cr_assert_eq(tp_frame_next(TP_FRAMING_RAW, "abcdef", 6, 4, &fr), 4);
+    cr_assert_eq(fr.len, 4);
+}
+
+Test(frame, advance_counts_several_messages_in_one_read)
+{
+    struct tp_frame_cursor cur = { 0, 0 };
+    uint32_t count;
+    const char *in = "a\nb\nc\nd";
+
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 7, 10, &cur, &count), 0);
+    cr_assert_eq(count, 3);
+    cr_assert_eq(cur.cut, 6);
+    cr_assert_eq(cur.scanned, 1);
+}
+
+Test(frame, advance_stops_before_an_oversize_message)
+{
+    struct tp_frame_cursor cur = { 0, 0 };
+    uint32_t count;
+    const char *in = "ok\n0123456789";
+
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 13, 5, &cur, &count), -EMSGSIZE);
+    cr_assert_eq(count, 1);
+    cr_assert_eq(cur.cut, 3);
+}
+
+Test(frame, advance_resumes_a_long_line_where_it_stopped_scanning)
+{
+    struct tp_frame_cursor cur = { 0, 0 };
+    uint32_t count;
+    char in[64];
+
+    memset(in, 'x', sizeof(in));
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 40, 100, &cur, &count), 0);
+    cr_assert_eq(cur.scanned, 40);
+    in[50] = '\n';
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 64, 100, &cur, &count), 0);
+    cr_assert_eq(count, 1);
+    cr_assert_eq(cur.cut, 51);
+    cr_assert_eq(cur.scanned, 13);
+}
+
+Test(frame, wrap_adds_the_framing_a_reply_needs)
+{
+    char head[4], tail;
+    size_t hl, tl;
+
+    tp_frame_wrap(TP_FRAMING_LINE, 5, head, &hl, &tail, &tl);
+    cr_assert_eq(hl, 0);
+    cr_assert_eq(tl, 1);
+    cr_assert_eq(tail, '\n');
+    tp_frame_wrap(TP_FRAMING_LENGTH, 0x01020304, head, &hl, &tail, &tl);
+    cr_assert_eq(hl, 4);
+    cr_assert_eq(tl, 0);
+    cr_assert_eq(memcmp(head, "\1\2\3\4", 4), 0);
+    tp_frame_wrap(TP_FRAMING_RAW, 5, head, &hl, &tail, &tl);
+    cr_assert_eq(hl + tl, 0);
+}
