@@ -515,10 +515,16 @@ static void log_start(struct tp_server *s)
 {
     size_t i;
 
-    for (i = 0; i < s->nlisten; i++)
-        tp_server__log(s, TP_LOG_INFO, "listening on %s (app %s, framing %s)",
-                       s->listeners[i].conf->addr_text, s->listeners[i].env.app->name,
-                       tp_conf_framing_name(s->listeners[i].conf->framing));
+    /* The text as written, with the port bound (for "port 0" listeners). */
+    for (i = 0; i < s->nlisten; i++) {
+        const struct tp_listener *l = &s->listeners[i];
+        const char *text = l->conf->addr_text, *colon = strrchr(text, ':');
+        int hostlen = colon ? (int)(colon - text) : 0;
+
+        tp_server__log(s, TP_LOG_INFO, "listening on %.*s%s%u (app %s, framing %s)",
+                       hostlen, text, colon ? ":" : "*:", l->port, l->env.app->name,
+                       tp_conf_framing_name(l->conf->framing));
+    }
 }
 
 int tp_server_run(tp_server_t *s)
