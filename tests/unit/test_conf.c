@@ -1,0 +1,390 @@
+/* test_conf.c - the conf parser: values, blocks, includes, every error with
+ * its file:line. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tp_conf.h"
+
+static const char *const apps[] = { "echo", "upper", NULL };
+static char dir[] = "/tmp/tp_conf_XXXXXX";
+static struct tp_conf conf;
+static char err[512];
+
+static void setup(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[64];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(conf, .init = setup, .fini = teardown);
+
+/* Writes text to dir/name and returns the path (static buffer). */
+static const char *put(const char *name, const char *text)
+{
+    static char path[4][PATH_MAX];
+    static int next;
+    char *p = path[next++ % 4];
+    FILE *f;
+
+    snprintf(p, PATH_MAX, "%s/%s", dir, name);
+    f = fopen(p, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static int load(const char *text)
+{
+    err[0] = '\0';
+    return tp_conf_load(&conf, put("t.conf", text), apps, err, sizeof(err));
+}
+
+/* The error must be "DIR/t.conf:LINE: ..." and contain want. */
+static void expect_error(const char *text, int line, const char *want)
+{
+    char prefix[PATH_MAX + 32];
+
+    cr_assert_eq(load(text), -1, "accepted: %s", text);
+    snprintf(prefix, sizeof(prefix), "%s/t.conf:%d: ", dir, line);
+    cr_expect(strncmp(err, prefix, strlen(prefix)) == 0,
+              "error \"%s\" does not start with \"%s\"", err, prefix);
+    cr_expect(strstr(err, want) != NULL, "error \"%s\" lacks \"%s\"", err, want);
+}
+
+Test(conf, sizes)
+{
+    uint64_t v;
+
+    cr_assert_eq(tp_conf_parse_size("512", &v), 0);
+    cr_expect_eq(v, 512);
+    cr_assert_eq(tp_conf_parse_size("64k", &v), 0);
+    cr_expect_eq(v, 65536);
+    cr_assert_eq(tp_conf_parse_size("1M", &v), 0);
+    cr_expect_eq(v, 1 << 20);
+    cr_assert_eq(tp_conf_parse_size("2g", &v), 0);
+    cr_expect_eq(v, 2ull << 30);
+    cr_expect_eq(tp_conf_parse_size("", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("k", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("-1", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("1kb", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("1.5m", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("99999999999999999999", &v), -EINVAL);
+    cr_expect_eq(tp_conf_parse_size("17179869184g", &v), -EINVAL);
+}
+
+Test(conf, times)
+{
+    uint32_t ms;
+
+    cr_assert_eq(tp_conf_parse_time("500ms", &ms), 0);
+    cr_expect_eq(ms, 500);
+    cr_assert_eq(tp_conf_parse_time("30s", &ms), 0);
+    cr_expect_eq(ms, 30000);
+    cr_assert_eq(tp_conf_parse_time("30", &ms), 0);
+    cr_expect_eq(ms, 30000);
+    cr_assert_eq(tp_conf_parse_time("5m", &ms), 0);
+    cr_expect_eq(ms, 300000);
+    cr_assert_eq(tp_conf_parse_time("1m30s", &ms), 0);
+    cr_expect_eq(ms, 90000);
+    cr_assert_eq(tp_conf_parse_time("2h", &ms), 0);
+    cr_expect_eq(ms, 7200000);
+    cr_assert_eq(tp_conf_parse_time("1d", &ms), 0);
+    cr_expect_eq(ms, 86400000);
+    cr_assert_eq(tp_conf_parse_time("0", &ms), 0);
+    cr_expect_eq(ms, 0);
+    cr_expect_eq(tp_conf_parse_time("", &ms), -EINVAL);
+    cr_expect_eq(tp_conf_parse_time("5x", &ms), -EINVAL);
+    cr_expect_eq(tp_conf_parse_time("ms", &ms), -EINVAL);
+    cr_expect_eq(tp_conf_parse_time("-5s", &ms), -EINVAL);
+    cr_expect_eq(tp_conf_parse_time("50d", &ms), -EINVAL);   /* over 32 bits of ms */
+}
+
+Test(conf, addresses)
+{
+    struct tp_listen_conf l;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&l.addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&l.addr;
+
+    cr_assert_eq(tp_conf_parse_addr("127.0.0.1:7000", &l), 0);
+    cr_expect_eq(in4->sin_family, AF_INET);
+    cr_expect_eq(ntohs(in4->sin_port), 7000);
+    cr_expect_eq(ntohl(in4->sin_addr.s_addr), INADDR_LOOPBACK);
+    cr_expect_str_eq(l.addr_text, "127.0.0.1:7000");
+    cr_assert_eq(tp_conf_parse_addr("*:80", &l), 0);
+    cr_expect_eq(in4->sin_addr.s_addr, htonl(INADDR_ANY));
+    cr_assert_eq(tp_conf_parse_addr("8080", &l), 0);
+    cr_expect_eq(ntohs(in4->sin_port), 8080);
+    cr_assert_eq(tp_conf_parse_addr("[::1]:0", &l), 0);
+    cr_expect_eq(in6->sin6_family, AF_INET6);
+    cr_expect_eq(in6->sin6_port, 0);
+    cr_expect(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+    cr_assert_eq(tp_conf_parse_addr("[::]:7000", &l), 0);
+    cr_expect_eq(l.addrlen, sizeof(struct sockaddr_in6));
+
+    cr_expect_eq(tp_conf_parse_addr("127.0.0.1", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("127.0.0.1:", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("127.0.0.1:65536", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("127.0.0.256:80", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("::1:80", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("[::1]80", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("[::1:80", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr("example.com:80", &l), -EINVAL);
+    cr_expect_eq(tp_conf_parse_addr(":80", &l), -EINVAL);
+}
+
+/* The shipped conf/tidepool.conf is the built-in default, field by field. */
+Test(conf, shipped_file_is_the_default)
+{
+    static struct tp_conf def;
+    struct tp_listen_conf *a = &conf.listen[0], *b = &def.listen[0];
+
+    tp_conf_init(&def);
+    cr_assert_eq(tp_conf_load(&conf, TP_SOURCE_DIR "/conf/tidepool.conf", apps, err,
+                              sizeof(err)), 0, "%s", err);
+    cr_expect_eq(conf.workers, def.workers);
+    cr_expect_eq(conf.max_connections, def.max_connections);
+    cr_expect_eq(conf.log_level, def.log_level);
+    cr_expect_eq(conf.shutdown_timeout_ms, def.shutdown_timeout_ms);
+    cr_expect_eq(conf.queue_max, def.queue_max);
+    cr_assert_eq(conf.nlisten, 1);
+    cr_expect_str_eq(a->addr_text, b->addr_text);
+    cr_expect_eq(a->addrlen, b->addrlen);
+    cr_expect(memcmp(&a->addr, &b->addr, a->addrlen) == 0);
+    cr_expect_str_eq(a->app, b->app);
+    cr_expect_eq(a->framing, b->framing);
+    cr_expect_eq(a->max_message, b->max_message);
+    cr_expect_eq(a->idle_timeout_ms, b->idle_timeout_ms);
+    cr_expect_eq(a->read_timeout_ms, b->read_timeout_ms);
+    cr_expect_eq(a->send_buffer_max, b->send_buffer_max);
+    cr_expect_eq(a->backlog, b->backlog);
+    cr_expect_eq(a->reuseport, b->reuseport);
+    cr_expect_eq(a->tcp_nodelay, b->tcp_nodelay);
+}
+
+Test(conf, every_directive)
+{
+    const struct tp_listen_conf *l;
+
+    cr_assert_eq(load("# a comment\n"
+                      "workers 3;  log_level debug;\n"
+                      "max_connections 100;\n"
+                      "shutdown_timeout 1m30s;\n"
+                      "queue_max 1m;\n"
+                      "listen 127.0.0.1:7001 {\n"
+                      "    app upper;   # trailing comment\n"
+                      "    framing length;\n"
+                      "    max_message 1m;\n"
+                      "    idle_timeout 0;\n"
+                      "    read_timeout 500ms;\n"
+                      "    send_buffer_max 64k;\n"
+                      "    backlog 16;\n"
+                      "    reuseport on;\n"
+                      "    tcp_nodelay off;\n"
+                      "}\n"
+                      "listen [::1]:7001;\n"
+                      "listen \"127.0.0.2:7001\" { framing 'raw'; }\n"), 0, "%s", err);
+    cr_expect_eq(conf.workers, 3);
+    cr_expect_eq(conf.log_level, TP_LOG_DEBUG);
+    cr_expect_eq(conf.max_connections, 100);
+    cr_expect_eq(conf.shutdown_timeout_ms, 90000);
+    cr_expect_eq(conf.queue_max, 1 << 20);
+    cr_assert_eq(conf.nlisten, 3);
+    l = &conf.listen[0];
+    cr_expect_str_eq(l->app, "upper");
+    cr_expect_eq(l->framing, TP_FRAMING_LENGTH);
+    cr_expect_eq(l->max_message, 1 << 20);
+    cr_expect_eq(l->idle_timeout_ms, 0);
+    cr_expect_eq(l->read_timeout_ms, 500);
+    cr_expect_eq(l->send_buffer_max, 65536);
+    cr_expect_eq(l->backlog, 16);
+    cr_expect(l->reuseport);
+    cr_expect(!l->tcp_nodelay);
+    cr_expect_eq(l->line, 6);
+    cr_expect(strstr(l->file, "t.conf") != NULL);
+    l = &conf.listen[1];                  /* without a block: all defaults */
+    cr_expect_str_eq(l->app, "echo");
+    cr_expect_eq(l->framing, TP_FRAMING_LINE);
+    cr_expect_eq(l->max_message, 65536);
+    cr_expect_eq(l->line, 17);
+    cr_expect_eq(conf.listen[2].framing, TP_FRAMING_RAW);
+}
+
+Test(conf, workers_auto_and_zero)
+{
+    cr_assert_eq(load("workers auto; listen 7000;"), 0, "%s", err);
+    cr_expect_eq(conf.workers, -1);
+    cr_assert_eq(load("workers 0; listen 7000;"), 0, "%s", err);
+    cr_expect_eq(conf.workers, 0);
+}
+
+Test(conf, include_relative_and_glob)
+{
+    char sub[PATH_MAX];
+
+    snprintf(sub, sizeof(sub), "%s/conf.d", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    put("conf.d/a.conf", "listen 127.0.0.1:7101;\n");
+    put("conf.d/b.conf", "listen 127.0.0.1:7102 { app upper; }\n");
+    put("limits.conf", "\n\nmax_connections 7;\n");
+    put("inner.conf", "framing raw;\n");
+    cr_assert_eq(load("include limits.conf;\n"
+                      "include conf.d/*.conf;\n"
+                      "include conf.d/*.none;\n"
+                      "listen 127.0.0.1:7103 { include inner.conf; }\n"), 0, "%s", err);
+    cr_expect_eq(conf.max_connections, 7);
+    cr_assert_eq(conf.nlisten, 3);
+    cr_expect_eq(ntohs(((struct sockaddr_in *)&conf.listen[0].addr)->sin_port), 7101);
+    cr_expect_str_eq(conf.listen[1].app, "upper");
+    cr_expect_eq(conf.listen[2].framing, TP_FRAMING_RAW);
+}
+
+Test(conf, error_in_included_file_names_that_file)
+{
+    char want[PATH_MAX + 64];
+
+    put("bad.conf", "# fine\nworkers many;\n");
+    cr_assert_eq(load("listen 7000;\ninclude bad.conf;\n"), -1);
+    snprintf(want, sizeof(want), "%s/bad.conf:2: ", dir);
+    cr_expect(strncmp(err, want, strlen(want)) == 0, "%s", err);
+}
+
+Test(conf, include_missing_names_the_including_line)
+{
+    expect_error("listen 7000;\n\ninclude nope.conf;\n", 3, "cannot open");
+}
+
+Test(conf, include_loop_is_stopped)
+{
+    put("loop.conf", "include loop.conf;\n");
+    cr_assert_eq(load("include loop.conf;\nlisten 7000;\n"), -1);
+    cr_expect(strstr(err, "nested deeper") != NULL, "%s", err);
+}
+
+Test(conf, unknown_directive)
+{
+    expect_error("listen 7000;\n\nwrokers 4;\n", 3, "unknown directive \"wrokers\"");
+}
+
+Test(conf, bad_values)
+{
+    expect_error("workers many;\nlisten 7000;\n", 1, "invalid value \"many\" for \"workers\"");
+    expect_error("workers 257;\nlisten 7000;\n", 1, "0..256");
+    expect_error("max_connections 0;\nlisten 7000;\n", 1, "max_connections");
+    expect_error("log_level loud;\nlisten 7000;\n", 1, "error, warn, info or debug");
+    expect_error("shutdown_timeout 5x;\nlisten 7000;\n", 1, "a time");
+    expect_error("queue_max 1k;\nlisten 7000;\n", 1, "queue_max");
+    expect_error("listen 7000 {\n framing lines;\n}\n", 2, "line, length or raw");
+    expect_error("listen 7000 {\n max_message 0;\n}\n", 2, "max_message");
+    expect_error("listen 7000 {\n max_message 65m;\n}\n", 2, "max_message");
+    expect_error("listen 7000 {\n send_buffer_max 1k;\n}\n", 2, "send_buffer_max");
+    expect_error("listen 7000 {\n backlog 70000;\n}\n", 2, "1..65535");
+    expect_error("listen 7000 {\n reuseport yes;\n}\n", 2, "\"on\" or \"off\"");
+    expect_error("listen 7000 {\n\n idle_timeout soon;\n}\n", 3, "idle_timeout");
+    expect_error("listen 7000 {\n read_timeout 1y;\n}\n", 2, "read_timeout");
+    expect_error("listen 127.0.0.1:99999;\n", 1, "ADDR:PORT");
+}
+
+Test(conf, unknown_app_lists_the_known_ones)
+{
+    expect_error("listen 7000 {\n  app ecko;\n}\n", 2, "unknown app \"ecko\" (apps: echo, upper)");
+}
+
+Test(conf, missing_semicolon)
+{
+    expect_error("workers 2\nlog_level info;\nlisten 7000;\n", 1, "missing \";\" after \"workers 2\"");
+    expect_error("listen 7000 {\n  app echo\n}\n", 2, "missing \";\"");
+    expect_error("listen 7000;\nworkers 2", 2, "missing \";\"");
+    expect_error("listen 7000;\nworkers 2 3;\n", 2, "too many values");
+}
+
+Test(conf, braces)
+{
+    expect_error("listen 7000;\n}\n", 2, "unexpected \"}\"");
+    expect_error("listen 7000 {\n  app echo;\n", 3, "needs \"}\"");
+    expect_error("listen 7000;\n{\n", 2, "unexpected \"{\"");
+    expect_error("listen 7000;\nworkers 2 {\n}\n", 2, "takes no block");
+    expect_error("listen 7000 {\n  listen 7001;\n}\n", 2, "not allowed inside a listen block");
+    expect_error("listen 7000;\napp echo;\n", 2, "not allowed outside a listen block");
+}
+
+Test(conf, duplicates)
+{
+    expect_error("workers 1;\nlisten 7000;\nworkers 2;\n", 3, "\"workers\" is duplicate (first at ");
+    cr_expect(strstr(err, "t.conf:1)") != NULL, "%s", err);
+    expect_error("listen 7000 {\n  app echo;\n  app upper;\n}\n", 3, "is duplicate");
+    expect_error("listen 127.0.0.1:7000;\nlisten 127.0.0.1:7000;\n", 2,
+                 "duplicate listen \"127.0.0.1:7000\" (first at ");
+    /* The same directive in two blocks is fine; two port-0 listeners too. */
+    cr_expect_eq(load("listen 7000 { app echo; }\nlisten 7001 { app echo; }\n"
+                      "listen 127.0.0.1:0;\nlisten 127.0.0.1:0;\n"), 0, "%s", err);
+}
+
+Test(conf, quotes_and_tokens)
+{
+    expect_error("listen 7000;\nlog_level \"info;\n\n", 2, "unterminated quoted string");
+    cr_assert_eq(load("log_level \"debug\";\nlisten '7000';\n"), 0, "%s", err);
+    cr_expect_eq(conf.log_level, TP_LOG_DEBUG);
+}
+
+Test(conf, no_listen_and_empty_file)
+{
+    cr_assert_eq(load("workers 1;\n"), -1);
+    cr_expect(strstr(err, "no listen block") != NULL, "%s", err);
+    cr_assert_eq(load(""), -1);
+    cr_expect(strstr(err, "no listen block") != NULL, "%s", err);
+}
+
+Test(conf, cannot_open)
+{
+    cr_assert_eq(tp_conf_load(&conf, "/nonexistent/x.conf", apps, err, sizeof(err)), -1);
+    cr_expect_str_eq(err, "/nonexistent/x.conf: cannot open: No such file or directory");
+    cr_assert_eq(tp_conf_load(&conf, dir, apps, err, sizeof(err)), -1);
+    cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
+}
+
+Test(conf, hostile_input_is_refused_cleanly)
+{
+    static char big[8192];
+
+    memset(big, 'a', sizeof(big) - 1);
+    expect_error(big, 1, "longer than");
+    static const char nul[] = "listen 7000;\nworkers 1\0;\n";
+    FILE *f;
+
+    f = fopen(put("nul.conf", ""), "w");
+    cr_assert_not_null(f);
+    fwrite(nul, 1, sizeof(nul) - 1, f);
+    fclose(f);
+    snprintf(big, sizeof(big), "%s/nul.conf", dir);
+    cr_assert_eq(tp_conf_load(&conf, big, apps, err, sizeof(err)), -1);
+    cr_expect(strstr(err, "nul.conf:2: NUL byte") != NULL, "%s", err);
+    memset(big, 'a', sizeof(big) - 1);
+    expect_error("listen 7000;\nworkers 1 2 3 4 5 6 7 8 9 10;\n", 2, "");
+}
+
+Test(conf, too_many_listeners)
+{
+    static char text[8192];
+    size_t n = 0;
+    int i;
+
+    for (i = 0; i < TP_CONF_MAX_LISTEN + 1; i++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "listen %d;\n", 7000 + i);
+    expect_error(text, TP_CONF_MAX_LISTEN + 1, "more than");
+}
