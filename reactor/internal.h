@@ -75,6 +75,7 @@ struct tp_listener {
     int fd;                       /* -1 once closed for shutdown */
     int64_t paused_until_ms;      /* accept errors (EMFILE): retry then */
     const struct tp_listen_conf *conf;
+    char name[72];                /* conf address with the bound port, for logs */
     struct tp_call_env env;
     bool app_started;
     struct cds_list_head conns, idle, partial;

@@ -8,6 +8,7 @@
  *   pool backlog full         -> srv->waiting, resumed when it drains
  *   output over the limit     -> resumed when output falls below half */
 #include "internal.h"
+#include "tp_sock.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -16,6 +17,14 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* The peer's address, for the rare log line (reactor thread only). */
+static const char *peer_of(const struct tp_conn *c)
+{
+    static char buf[64];
+
+    return tp_sock_peer(c->fd, buf, sizeof(buf));
+}
 
 #define CHUNK 1024                    /* connection slots per allocation */
 #define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn */
@@ -223,9 +232,9 @@ void tp_conn__flush(struct tp_server *s, struct tp_conn *c)
     if (c->state != TP_CONN_OPEN)
         return;
     if (c->flags & TP_CONN_OVERFLOW) {
-        tp_server__log(s, TP_LOG_INFO, "%s: closing a connection that does not "
-                       "read what it is sent (%zu bytes unsent)",
-                       c->l->conf->addr_text, c->out_bytes);
+        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it does not read what it "
+                       "is sent (%zu bytes unsent)", c->l->name,
+                       peer_of(c), c->out_bytes);
         tp_conn_close(s, c, TP_CLOSE_ERROR);
         return;
     }
@@ -334,16 +343,16 @@ static int cut_input(struct tp_server *s, struct tp_conn *c)
     c->rbuf->scanned = cur.scanned;
     TP_STAT_ADD(s, msgs_in, count);
     if (err < 0) {
-        tp_server__log(s, TP_LOG_INFO, "%s: closing a connection: message "
-                       "longer than max_message (%u bytes)", lc->addr_text,
-                       lc->max_message);
+        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: message longer than "
+                       "max_message (%u bytes)", c->l->name,
+                       peer_of(c), lc->max_message);
         tp_conn_close(s, c, TP_CLOSE_OVERSIZE);
         return -1;
     }
     track_partial(s, c, count);
     if (ship(s, c) < 0) {
-        tp_server__log(s, TP_LOG_ERROR, "%s: out of memory, closing a "
-                       "connection", lc->addr_text);
+        tp_server__log(s, TP_LOG_ERROR, "%s: out of memory, closing %s", c->l->name,
+                       peer_of(c));
         tp_conn_close(s, c, TP_CLOSE_ERROR);
         return -1;
     }
@@ -406,9 +415,9 @@ static void conn_read(struct tp_server *s, struct tp_conn *c)
         }
         room = read_room(s, c);
         if (room == 0) {
-            tp_server__log(s, TP_LOG_ERROR, "%s: no memory for a read buffer "
-                           "(or message over max_message), closing",
-                           c->l->conf->addr_text);
+            tp_server__log(s, TP_LOG_ERROR, "%s: no memory for a read buffer, "
+                           "closing %s", c->l->name,
+                           peer_of(c));
             tp_conn_close(s, c, TP_CLOSE_ERROR);
             return;
         }
@@ -470,7 +479,7 @@ void tp_conn__open(struct tp_server *s, struct tp_listener *l, int fd)
 
     if (c == NULL || (ev.data.ptr = c, epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev)) < 0) {
         tp_server__log(s, TP_LOG_ERROR, "%s: cannot take a connection: %s",
-                       l->conf->addr_text, strerror(errno));
+                       l->name, strerror(errno));
         TP_STAT_ADD(s, accept_errors, 1);
         close(fd);
         if (c != NULL)
@@ -545,9 +554,9 @@ void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason 
         cds_list_del(&c->partial);
     if (c->rbuf != NULL) {
         if (c->rbuf->len > 0 && why == TP_CLOSE_PEER)
-            tp_server__log(s, TP_LOG_INFO, "%s: peer closed in the middle of a "
-                           "message; %u bytes dropped", c->l->conf->addr_text,
-                           c->rbuf->len);
+            tp_server__log(s, TP_LOG_DEBUG, "%s: %s closed in the middle of a "
+                           "message; %u bytes dropped", c->l->name,
+                           peer_of(c), c->rbuf->len);
         TP_STAT_ADD(s, bytes_discarded, c->rbuf->len);
         tp_msg_cache_put(&s->cache, c->rbuf);
         c->rbuf = NULL;

@@ -67,6 +67,17 @@ static void work(void *arg, struct tp_msg *msg, struct tp_msg_list *out)
     tp_call_run(&s->listeners[msg->listener].env, msg, out);
 }
 
+/* The address as written, with the port bound (port 0 listeners). */
+static void set_name(struct tp_listener *l)
+{
+    const char *text = l->conf->addr_text, *colon = strrchr(text, ':');
+
+    if (colon != NULL)
+        snprintf(l->name, sizeof(l->name), "%.*s:%u", (int)(colon - text), text, l->port);
+    else
+        snprintf(l->name, sizeof(l->name), "*:%u", l->port);
+}
+
 static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen)
 {
     const struct tp_listen_conf *lc = &s->conf->listen[i];
@@ -92,6 +103,7 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
     }
     l->fd = fd;
     l->port = tp_sock_port(fd);
+    set_name(l);
     if ((rc = watch(s, fd, l)) < 0) {
         snprintf(err, errlen, "epoll_ctl: %s", strerror(-rc));
         return rc;
@@ -184,7 +196,7 @@ static void warn_accept(struct tp_server *s, struct tp_listener *l, const char *
         s->last_accept_warn_ms != 0)
         return;
     s->last_accept_warn_ms = s->now_ms;
-    tp_server__log(s, TP_LOG_WARN, "%s: %s", l->conf->addr_text, why);
+    tp_server__log(s, TP_LOG_WARN, "%s: %s", l->name, why);
 }
 
 static bool accept_one(struct tp_server *s, struct tp_listener *l)
@@ -295,21 +307,22 @@ static void expire_listener(struct tp_server *s, struct tp_listener *l)
 {
     const struct tp_listen_conf *lc = l->conf;
     struct tp_conn *c;
+    char peer[64];
 
     while (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle)) {
         c = cds_list_first_entry(&l->idle, struct tp_conn, idle);
         if (s->now_ms - c->active_ms < lc->idle_timeout_ms)
             break;
-        tp_server__log(s, TP_LOG_DEBUG, "%s: closing an idle connection",
-                       lc->addr_text);
+        tp_server__log(s, TP_LOG_DEBUG, "%s: closing idle connection %s", l->name,
+                       tp_sock_peer(c->fd, peer, sizeof(peer)));
         tp_conn_close(s, c, TP_CLOSE_IDLE);
     }
     while (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial)) {
         c = cds_list_first_entry(&l->partial, struct tp_conn, partial);
         if (s->now_ms - c->partial_ms < lc->read_timeout_ms)
             break;
-        tp_server__log(s, TP_LOG_INFO, "%s: closing a connection that held a "
-                       "partial message past read_timeout", lc->addr_text);
+        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it held a partial message "
+                       "past read_timeout", l->name, tp_sock_peer(c->fd, peer, sizeof(peer)));
         tp_conn_close(s, c, TP_CLOSE_READ_TIMEOUT);
     }
 }
@@ -515,16 +528,10 @@ static void log_start(struct tp_server *s)
 {
     size_t i;
 
-    /* The text as written, with the port bound (for "port 0" listeners). */
-    for (i = 0; i < s->nlisten; i++) {
-        const struct tp_listener *l = &s->listeners[i];
-        const char *text = l->conf->addr_text, *colon = strrchr(text, ':');
-        int hostlen = colon ? (int)(colon - text) : 0;
-
-        tp_server__log(s, TP_LOG_INFO, "listening on %.*s%s%u (app %s, framing %s)",
-                       hostlen, text, colon ? ":" : "*:", l->port, l->env.app->name,
-                       tp_conf_framing_name(l->conf->framing));
-    }
+    for (i = 0; i < s->nlisten; i++)
+        tp_server__log(s, TP_LOG_INFO, "listening on %s (app %s, framing %s)",
+                       s->listeners[i].name, s->listeners[i].env.app->name,
+                       tp_conf_framing_name(s->listeners[i].conf->framing));
 }
 
 int tp_server_run(tp_server_t *s)

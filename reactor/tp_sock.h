@@ -2,6 +2,7 @@
 #ifndef TP_SOCK_H
 #define TP_SOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tp_conf.h"
@@ -14,5 +15,9 @@ int tp_sock_listen(const struct tp_listen_conf *l, const char **what);
 
 /* The port fd is bound to, in host order; 0 on error. */
 uint16_t tp_sock_port(int fd);
+
+/* Writes fd's peer address as "1.2.3.4:5678" or "[::1]:5678" into buf
+ * ("?" if unknown) and returns buf. */
+const char *tp_sock_peer(int fd, char *buf, size_t len);
 
 #endif /* TP_SOCK_H */

@@ -50,7 +50,8 @@ int main(void)
 
             if (n > 0)
                 back += n;
-            else if (n == 0 && poll(&pfd, 1, 1) < 0)
+            else if (poll(&pfd, 1, 1) < 0)   /* none yet, or -EAGAIN: a worker is
+                                                mid-enqueue (maybe preempted) */
                 break;
         }
         while ((m = tp_msg_list_pop(&got)) != NULL) {

@@ -1,0 +1,395 @@
+/* test_tidepool.c - the built binary end to end: options, -t, start with a
+ * conf, echo, signals, errors a user sees. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BIN TP_BIN_DIR "/tidepool"
+
+struct proc {
+    pid_t pid;
+    int out, err;          /* read ends of its stdout and stderr */
+    char log[16384];       /* stderr read so far */
+    size_t loglen;
+};
+
+static char dir[] = "/tmp/tp_e2e_XXXXXX";
+
+static void setup(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[64];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(tidepool, .init = setup, .fini = teardown, .timeout = 60);
+
+static const char *put(const char *name, const char *text)
+{
+    static char path[PATH_MAX];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void spawn(struct proc *p, const char *const argv[])
+{
+    int out[2], err[2];
+
+    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(err, O_CLOEXEC), 0);
+    p->pid = fork();
+    cr_assert_geq(p->pid, 0);
+    if (p->pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    p->out = out[0];
+    p->err = err[0];
+    p->loglen = 0;
+    p->log[0] = '\0';
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads stderr until it contains want (true) or ms pass / EOF (false). */
+static bool wait_log(struct proc *p, const char *want, int ms)
+{
+    long long deadline = now_ms() + ms;
+
+    while (strstr(p->log, want) == NULL) {
+        struct pollfd pf = { .fd = p->err, .events = POLLIN };
+        long long left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return false;
+        n = read(p->err, p->log + p->loglen, sizeof(p->log) - 1 - p->loglen);
+        if (n <= 0)
+            return strstr(p->log, want) != NULL;
+        p->loglen += (size_t)n;
+        p->log[p->loglen] = '\0';
+    }
+    return true;
+}
+
+/* Waits for the process to exit (killing it after ms) and returns its exit
+ * status, or -1 if it had to be killed. */
+static int finish(struct proc *p, int ms)
+{
+    long long deadline = now_ms() + ms;
+    int status;
+
+    while (waitpid(p->pid, &status, WNOHANG) == 0) {
+        if (now_ms() > deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            close(p->out);
+            close(p->err);
+            return -1;
+        }
+        wait_log(p, "\1never", 10);     /* keep draining stderr */
+    }
+    for (;;) {             /* the rest of stderr, up to EOF */
+        ssize_t n = read(p->err, p->log + p->loglen, sizeof(p->log) - 1 - p->loglen);
+
+        if (n <= 0)
+            break;
+        p->loglen += (size_t)n;
+        p->log[p->loglen] = '\0';
+    }
+    close(p->out);
+    close(p->err);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static size_t read_out(struct proc *p, char *buf, size_t cap)
+{
+    size_t got = 0;
+    ssize_t n;
+
+    while (got < cap - 1 && (n = read(p->out, buf + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = '\0';
+    return got;
+}
+
+/* Runs BIN with args to completion; returns the exit code. */
+static int run(struct proc *p, const char *const argv[], char *out, size_t cap)
+{
+    spawn(p, argv);
+    read_out(p, out, cap);
+    return finish(p, 10000);
+}
+
+static int dial(uint16_t port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s",
+                 strerror(errno));
+    return fd;
+}
+
+static void echo_once(uint16_t port, const char *line)
+{
+    char buf[256];
+    size_t n = strlen(line), got = 0;
+    int fd = dial(port);
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+    cr_assert_eq(write(fd, line, n), (ssize_t)n);
+    while (got < n && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(fd, buf + got, sizeof(buf) - got);
+
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    cr_assert_eq(got, n);
+    cr_assert(memcmp(buf, line, n) == 0);
+    close(fd);
+}
+
+/* Starts BIN -c conf and returns the port of its first listener. */
+static uint16_t start(struct proc *p, const char *conf)
+{
+    const char *argv[] = { BIN, "-c", conf, NULL };
+    char *at;
+    unsigned port;
+
+    spawn(p, argv);
+    cr_assert(wait_log(p, "listening on 127.0.0.1:", 10000), "no start: %s", p->log);
+    cr_assert(wait_log(p, " (app ", 5000));
+    at = strstr(p->log, "listening on 127.0.0.1:");
+    cr_assert_eq(sscanf(at, "listening on 127.0.0.1:%u", &port), 1);
+    return (uint16_t)port;
+}
+
+Test(tidepool, version_and_help)
+{
+    const char *v[] = { BIN, "-v", NULL }, *h[] = { BIN, "-h", NULL };
+    struct proc p;
+    char out[4096];
+
+    cr_assert_eq(run(&p, v, out, sizeof(out)), 0);
+    cr_expect(strncmp(out, "tidepool ", 9) == 0, "%s", out);
+    cr_assert_eq(run(&p, h, out, sizeof(out)), 0);
+    cr_expect(strstr(out, "usage: tidepool") != NULL, "%s", out);
+    cr_expect(strstr(out, "-t") != NULL);
+}
+
+Test(tidepool, bad_usage_exits_2)
+{
+    const char *x[] = { BIN, "-x", NULL }, *c[] = { BIN, "-c", NULL },
+               *extra[] = { BIN, "stray", NULL };
+    struct proc p;
+    char out[4096];
+
+    cr_assert_eq(run(&p, x, out, sizeof(out)), 2);
+    cr_expect(strstr(p.log, "unknown option -x") != NULL, "%s", p.log);
+    cr_assert_eq(run(&p, c, out, sizeof(out)), 2);
+    cr_expect(strstr(p.log, "needs an argument") != NULL, "%s", p.log);
+    cr_assert_eq(run(&p, extra, out, sizeof(out)), 2);
+    cr_expect(strstr(p.log, "unexpected argument") != NULL, "%s", p.log);
+}
+
+Test(tidepool, test_good_conf)
+{
+    const char *shipped[] = { BIN, "-t", "-c", TP_SOURCE_DIR "/conf/tidepool.conf", NULL },
+               *builtin[] = { BIN, "-t", NULL };
+    struct proc p;
+    char out[256];
+
+    cr_assert_eq(run(&p, shipped, out, sizeof(out)), 0, "%s", p.log);
+    cr_expect(strstr(p.log, "syntax is ok") != NULL, "%s", p.log);
+    cr_expect(strstr(p.log, "test is successful") != NULL, "%s", p.log);
+    cr_assert_eq(run(&p, builtin, out, sizeof(out)), 0, "%s", p.log);
+}
+
+Test(tidepool, test_bad_conf_names_file_and_line)
+{
+    const char *path = put("bad.conf", "workers 2;\nlisten 127.0.0.1:7000 {\n"
+                                       "    app ecko;\n}\n");
+    const char *argv[] = { BIN, "-t", "-c", path, NULL };
+    struct proc p;
+    char out[256], want[PATH_MAX + 64];
+
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1);
+    snprintf(want, sizeof(want), "%s:3: unknown app \"ecko\"", path);
+    cr_expect(strstr(p.log, want) != NULL, "%s", p.log);
+    cr_expect(strstr(p.log, "test failed") != NULL, "%s", p.log);
+
+    path = put("missing_semi.conf", "listen 7000\n");
+    argv[3] = path;
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1);
+    cr_expect(strstr(p.log, "missing_semi.conf:1: missing \";\"") != NULL, "%s", p.log);
+
+    argv[3] = "/nonexistent.conf";
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1);
+    cr_expect(strstr(p.log, "/nonexistent.conf: cannot open") != NULL, "%s", p.log);
+}
+
+Test(tidepool, serves_a_conf_and_stops_on_sigterm)
+{
+    struct proc p;
+    uint16_t port = start(&p, put("t.conf", "workers 2;\nlisten 127.0.0.1:0 {\n"
+                                            "    app upper;\n}\nlisten [::1]:0;\n"));
+    char buf[32];
+    int fd = dial(port);
+
+    cr_assert_eq(write(fd, "shout\n", 6), 6);
+    cr_assert_eq(read(fd, buf, sizeof(buf)), 6);
+    cr_assert(memcmp(buf, "SHOUT\n", 6) == 0);
+    close(fd);
+    cr_expect(strstr(p.log, "listening on [::1]:") != NULL, "%s", p.log);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    cr_expect(strstr(p.log, "stats: open 0, accepted 1") != NULL, "%s", p.log);
+    cr_expect(strstr(p.log, "[info] stopped") != NULL, "%s", p.log);
+}
+
+Test(tidepool, sigterm_finishes_replies_in_flight)
+{
+    struct proc p;
+    uint16_t port = start(&p, put("t.conf", "listen 127.0.0.1:0;\n"));
+    static char out[200000], in[200000 + 1];
+    size_t n = 0, got = 0;
+    int fd = dial(port);
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+    while (n < sizeof(out) - 16)
+        n += (size_t)sprintf(out + n, "%zu\n", n);
+    cr_assert_eq(write(fd, out, n), (ssize_t)n);
+    usleep(100 * 1000);        /* received by the server before the signal */
+    kill(p.pid, SIGTERM);
+    while (poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(fd, in + got, sizeof(in) - got);
+
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    cr_assert_eq(got, n);
+    cr_assert(memcmp(in, out, n) == 0);
+    close(fd);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+}
+
+Test(tidepool, port_in_use_is_reported_with_its_line)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int holder = socket(AF_INET, SOCK_STREAM, 0);
+    char conf[128], want[PATH_MAX + 64], out[64];
+    const char *argv[] = { BIN, "-c", NULL, NULL }, *path;
+    struct proc p;
+
+    cr_assert_eq(bind(holder, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(holder, 1), 0);
+    getsockname(holder, (struct sockaddr *)&a, &len);
+    snprintf(conf, sizeof(conf), "# taken\nlisten 127.0.0.1:%u;\n", ntohs(a.sin_port));
+    argv[2] = path = put("t.conf", conf);
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1, "%s", p.log);
+    snprintf(want, sizeof(want), "%s:2: listen 127.0.0.1:%u: bind: Address already in use",
+             path, ntohs(a.sin_port));
+    cr_expect(strstr(p.log, want) != NULL, "want \"%s\" in: %s", want, p.log);
+    close(holder);
+}
+
+Test(tidepool, usr1_logs_stats_and_hup_is_logged)
+{
+    struct proc p;
+
+    start(&p, put("t.conf", "listen 127.0.0.1:0;\n"));
+    kill(p.pid, SIGUSR1);
+    cr_expect(wait_log(&p, "stats: open 0", 5000), "%s", p.log);
+    kill(p.pid, SIGHUP);
+    cr_expect(wait_log(&p, "reload is not supported", 5000), "%s", p.log);
+    kill(p.pid, SIGINT);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+}
+
+Test(tidepool, second_signal_forces_exit)
+{
+    struct proc p;
+    uint16_t port = start(&p, put("t.conf", "shutdown_timeout 0;\n"
+                                            "listen 127.0.0.1:0;\n"));
+    int fd = dial(port);
+    static char big[4 << 20];
+
+    /* A client that sends much and never reads holds the graceful stop. */
+    memset(big, 'q', sizeof(big));
+    for (size_t i = 63; i < sizeof(big); i += 64)
+        big[i] = '\n';
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 200 && send(fd, big, sizeof(big), MSG_NOSIGNAL) != 0; i++)
+        usleep(5000);
+    kill(p.pid, SIGTERM);
+    cr_assert(wait_log(&p, "shutting down", 5000), "%s", p.log);
+    usleep(200 * 1000);
+    cr_assert_eq(waitpid(p.pid, NULL, WNOHANG), 0, "exited while a client held replies: %s",
+                 p.log);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    close(fd);
+}
+
+Test(tidepool, builtin_default_serves_port_7000)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(7000),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int probe = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    const char *argv[] = { BIN, NULL };
+    struct proc p;
+
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(probe, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(probe);
+        cr_skip_test("127.0.0.1:7000 is in use on this machine");
+    }
+    close(probe);
+    spawn(&p, argv);
+    cr_assert(wait_log(&p, "listening on 127.0.0.1:7000 (app echo, framing line)", 10000),
+              "%s", p.log);
+    echo_once(7000, "hello\n");
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+}
