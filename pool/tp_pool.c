@@ -286,7 +286,7 @@ static void returned(struct tp_pool *p, struct tp_msg *m)
     p->inflight--;
 }
 
-int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out)
+int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out, bool *again)
 {
     struct cds_wfcq_node *node;
     struct tp_msg *m;
@@ -295,16 +295,19 @@ int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out)
 
     /* Clear, then drain: a reply enqueued after the splice below finds the
      * queue empty and writes the eventfd again, so none is left behind. */
+    *again = false;
     if (clear && read(p->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-        return -errno;
+        *again = true;      /* not expected of an eventfd; look again soon */
     if (__cds_wfcq_splice_nonblocking(&p->taken_head, &p->taken_tail,
                                       &p->reply_head, &p->reply_tail) ==
         CDS_WFCQ_RET_WOULDBLOCK)
-        return -EAGAIN;
+        *again = true;
     while ((node = __cds_wfcq_dequeue_nonblocking(&p->taken_head,
                                                   &p->taken_tail)) != NULL) {
-        if (node == CDS_WFCQ_WOULDBLOCK)
-            return -EAGAIN;
+        if (node == CDS_WFCQ_WOULDBLOCK) {
+            *again = true;
+            break;
+        }
         m = caa_container_of(node, struct tp_msg, node);
         tp_tsan_acquire(m);
         returned(p, m);

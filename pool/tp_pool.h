@@ -61,10 +61,10 @@ int tp_pool_event_fd(const tp_pool_t *pool);
 
 /* Moves every reply that is ready onto out (reactor-owned from then on).
  * Pass clear = true when epoll reported the eventfd: it is read first, then
- * the queue drained. Returns how many, or -EAGAIN when a worker was caught
- * mid-enqueue and some replies could not be taken yet: call again soon,
- * without waiting for the eventfd. Reactor thread only; never blocks. */
-int tp_pool_drain(tp_pool_t *pool, bool clear, struct tp_msg_list *out);
+ * the queue drained. Returns how many were moved. *again is set when a worker
+ * was caught mid-enqueue and some replies could not be taken yet: call again
+ * soon, without waiting for the eventfd. Reactor thread only; never blocks. */
+int tp_pool_drain(tp_pool_t *pool, bool clear, struct tp_msg_list *out, bool *again);
 
 /* Messages submitted and not yet back from tp_pool_drain(). Reactor thread. */
 size_t tp_pool_inflight(const tp_pool_t *pool);

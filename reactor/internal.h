@@ -95,7 +95,7 @@ struct tp_server {
     size_t nlisten;
     tp_pool_t *pool;              /* NULL with workers 0 */
     struct tp_msg_cache cache;
-    bool pool_retry;              /* drain said -EAGAIN: look again soon */
+    bool pool_retry;              /* drain caught a worker mid-enqueue */
 
     /* Connection table: chunks of slots, allocated as needed. */
     struct tp_conn **chunks;

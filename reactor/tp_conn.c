@@ -546,8 +546,6 @@ void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason 
     if (c->state != TP_CONN_OPEN)
         return;
     count_close(s, why);
-    close(c->fd);
-    c->fd = -1;
     cds_list_del(&c->link);
     cds_list_del(&c->idle);
     if (c->flags & TP_CONN_PARTIAL)
@@ -561,6 +559,8 @@ void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason 
         tp_msg_cache_put(&s->cache, c->rbuf);
         c->rbuf = NULL;
     }
+    close(c->fd);           /* after the counters: a peer that sees EOF sees them */
+    c->fd = -1;
     while ((m = tp_msg_list_pop(&c->out)) != NULL)
         release(s, m);
     c->out_bytes = 0;

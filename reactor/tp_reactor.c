@@ -292,11 +292,9 @@ static void drain_pool(struct tp_server *s, bool clear)
 {
     struct tp_msg_list replies;
     struct tp_msg *m;
-    int n;
 
     tp_msg_list_init(&replies);
-    n = tp_pool_drain(s->pool, clear, &replies);
-    s->pool_retry = n == -EAGAIN;
+    tp_pool_drain(s->pool, clear, &replies, &s->pool_retry);
     while ((m = tp_msg_list_pop(&replies)) != NULL)
         tp_conn__deliver(s, m);
 }

@@ -3,16 +3,27 @@
  * Many short bursts with pauses in between, so workers keep falling asleep
  * and waking up (the lost-wake-up window), each message checked exactly once.
  * Exits 0 when every message came back once, 1 otherwise. */
+#include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tp_pool.h"
 
 #define ROUNDS 2000
 #define PER_ROUND 64
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static void work(void *arg, struct tp_msg *m, struct tp_msg_list *out)
 {
@@ -29,7 +40,8 @@ int main(void)
     struct pollfd pfd;
     struct tp_msg_list got;
     struct tp_msg *m;
-    int round, i, back, spins;
+    int round, i, back;
+    double deadline;
 
     if (p == NULL)
         return perror("tp_pool_create"), 1;
@@ -45,13 +57,15 @@ int main(void)
         }
         tp_pool_flush(p);
         tp_msg_list_init(&got);
-        for (back = 0, spins = 0; back < PER_ROUND && spins < 10000; spins++) {
-            int n = tp_pool_drain(p, true, &got);
+        deadline = now_s() + 10;
+        for (back = 0; back < PER_ROUND && now_s() < deadline;) {
+            bool again;
+            int n = tp_pool_drain(p, true, &got, &again);
 
-            if (n > 0)
-                back += n;
-            else if (poll(&pfd, 1, 1) < 0)   /* none yet, or -EAGAIN: a worker is
-                                                mid-enqueue (maybe preempted) */
+            back += n;
+            if (again)
+                sched_yield();      /* a worker is mid-enqueue (maybe preempted) */
+            else if (n == 0 && poll(&pfd, 1, 1) < 0)
                 break;
         }
         while ((m = tp_msg_list_pop(&got)) != NULL) {

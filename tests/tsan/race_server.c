@@ -17,18 +17,19 @@
 #include <unistd.h>
 
 #include "tp_apps.h"
+#include "tp_call.h"
 #include "tp_reactor.h"
 
 #define THREADS 6
 #define CONNS_PER_THREAD 40
 #define LINES 200
 
-static uint16_t port;
+static uint16_t port, chat_port;
 static atomic_int failures;
 
-static int dial(void)
+static int dial_port(uint16_t to)
 {
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(to),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -37,6 +38,48 @@ static int dial(void)
         return -1;
     }
     return fd;
+}
+
+static int dial(void)
+{
+    return dial_port(port);
+}
+
+/* The chat shape: every line goes to every other connection of the listener,
+ * one shared buffer for all recipients; some recipients close meanwhile. */
+static int chat_message(struct tp_call *call, char *data, size_t len)
+{
+    return tp_call_broadcast(call, data, len, false) < 0 ? TP_APP_CLOSE : TP_APP_DONE;
+}
+
+static const struct tp_app chat = { .name = "chat", .message = chat_message };
+
+#define CHATTERS 8
+#define CHAT_LINES 300
+
+static void *chatter(void *arg)
+{
+    long id = (long)arg;
+    char line[32], sink[65536];
+    int fd = dial_port(chat_port), i;
+
+    if (fd < 0) {
+        atomic_fetch_add(&failures, 1);
+        return NULL;
+    }
+    for (i = 0; i < CHAT_LINES; i++) {
+        int n = sprintf(line, "%ld says %d\n", id, i);
+
+        if (write(fd, line, (size_t)n) != n)
+            break;
+        /* Read what others said, without waiting (half leave early). */
+        while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+            ;
+        if (id % 2 == 1 && i == CHAT_LINES / 2)
+            break;
+    }
+    close(fd);
+    return NULL;
 }
 
 /* Reads exactly n bytes within 10 s. */
@@ -91,9 +134,9 @@ static void *serve(void *srv)
 int main(void)
 {
     static struct tp_conf conf;
-    const struct tp_app *apps[1] = { &tp_app_echo };
+    const struct tp_app *apps[2] = { &tp_app_echo, &chat };
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1 };
-    pthread_t th[THREADS], loop;
+    pthread_t th[THREADS], chat_th[CHATTERS], loop;
     struct tp_stats st;
     tp_server_t *srv;
     char err[256];
@@ -102,15 +145,23 @@ int main(void)
     tp_conf_init(&conf);
     conf.workers = 4;
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
+    conf.nlisten = 2;
+    tp_conf_listen_init(&conf.listen[1]);
+    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
     if (srv == NULL)
         return fprintf(stderr, "%s\n", err), 1;
     port = tp_server_port(srv, 0);
+    chat_port = tp_server_port(srv, 1);
     pthread_create(&loop, NULL, serve, srv);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
+    for (i = 0; i < CHATTERS; i++)
+        pthread_create(&chat_th[i], NULL, chatter, (void *)i);
     for (i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
+    for (i = 0; i < CHATTERS; i++)
+        pthread_join(chat_th[i], NULL);
     /* Stop while a last client is mid-stream. */
     int fd = dial();
     if (fd >= 0 && write(fd, "last\nwords\n", 11) != 11)
