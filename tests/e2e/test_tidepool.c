@@ -279,7 +279,7 @@ Test(tidepool, serves_a_conf_and_stops_on_sigterm)
     cr_assert_eq(read(fd, buf, sizeof(buf)), 6);
     cr_assert(memcmp(buf, "SHOUT\n", 6) == 0);
     close(fd);
-    cr_expect(strstr(p.log, "listening on [::1]:") != NULL, "%s", p.log);
+    cr_expect(wait_log(&p, "listening on [::1]:", 5000), "%s", p.log);
     kill(p.pid, SIGTERM);
     cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
     cr_expect(strstr(p.log, "stats: open 0, accepted 1") != NULL, "%s", p.log);

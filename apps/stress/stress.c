@@ -1,0 +1,365 @@
+/* stress.c - tidepool-stress: options, signals, the progress line, the final
+ * report and --json. The load itself is tp_stress_engine. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tp_stress_args.h"
+#include "tp_stress_engine.h"
+
+#define PROG "tidepool-stress"
+#define FD_RESERVE 16            /* stdio, epoll instances, --json */
+
+static const char *err_names[TP_STRESS_ERR_KINDS] = {
+    "refused", "reset", "timeout", "mismatch", "closed_early", "other",
+};
+
+/* Everything the report needs, in the units it prints. */
+struct summary {
+    const struct tp_stress_opts *o;
+    const struct tp_stress_result *r;
+    const char *target;          /* the address actually used */
+    double secs;
+    uint64_t messages, bytes;    /* replies (slow: what was sent) */
+    double msgs_per_s, mb_per_s, connects_per_s;
+    double lat_us[6];            /* p50 p90 p99 p99.9 max mean */
+    bool ok;
+};
+
+/* Raises the soft open-file limit to the hard one; returns the soft limit. */
+static rlim_t raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur;
+}
+
+/* Whether a blocking-ish connect to addr succeeds within timeout_ms. */
+static bool can_connect(const struct sockaddr *addr, socklen_t len, int timeout_ms)
+{
+    struct pollfd pfd;
+    int fd, err = 0, ok;
+    socklen_t elen = sizeof(err);
+
+    fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    ok = connect(fd, addr, len) == 0;
+    if (!ok && errno == EINPROGRESS) {
+        pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
+        ok = poll(&pfd, 1, timeout_ms) == 1 &&
+             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+/* A name may resolve to several addresses (localhost: ::1 and 127.0.0.1):
+ * use the first that accepts a connection, as wrk does; else the first. */
+static unsigned pick_address(const struct tp_stress_target *t)
+{
+    unsigned i;
+
+    if (t->naddr == 1)
+        return 0;
+    for (i = 0; i < t->naddr; i++)
+        if (can_connect((const struct sockaddr *)&t->addr[i], t->addrlen[i], 1000))
+            return i;
+    return 0;
+}
+
+/* "812 us", "1.20 ms", "2.01 s". */
+static void fmt_us(double us, char *buf, size_t len)
+{
+    if (us < 1000)
+        snprintf(buf, len, "%.0f us", us);
+    else if (us < 1e6)
+        snprintf(buf, len, "%.2f ms", us / 1e3);
+    else
+        snprintf(buf, len, "%.2f s", us / 1e6);
+}
+
+static uint64_t total_errors(const struct tp_stress_counts *n)
+{
+    uint64_t sum = 0;
+    int k;
+
+    for (k = 0; k < TP_STRESS_ERR_KINDS; k++)
+        sum += n->err[k];
+    return sum;
+}
+
+/* One progress line, rewritten in place. prev: the previous sample. */
+static void progress_line(const struct tp_stress_opts *o, double elapsed, double dt,
+                          const struct tp_stress_snap *s, const struct tp_stress_counts *prev)
+{
+    char p99[32];
+    double rate, mb;
+
+    if (o->mode == TP_STRESS_SLOW) {
+        rate = (double)(s->n.sent_msgs - prev->sent_msgs) / dt;
+        mb = (double)(s->n.sent_bytes - prev->sent_bytes) / dt / 1e6;
+    } else {
+        rate = (double)(s->n.msgs - prev->msgs) / dt;
+        mb = (double)(s->n.bytes - prev->bytes) / dt / 1e6;
+    }
+    fmt_us((double)tp_hist_percentile(s->interval, 99.0) / 1e3, p99, sizeof(p99));
+    printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
+           elapsed, (unsigned long long)s->open,
+           o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s" : "msg/s",
+           rate, mb, s->interval->count ? p99 : "-",
+           (unsigned long long)total_errors(&s->n));
+    fflush(stdout);
+}
+
+/* Waits for the run to end, printing progress each second if asked.
+ * SIGINT/SIGTERM (blocked in every thread) stop it early. */
+static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, bool progress,
+                      struct tp_hist *interval)
+{
+    struct tp_stress_counts prev = { 0 };
+    uint64_t start = tp_stress_now_ns(), last = start, next = start + 1000000000ull, now;
+    struct timespec ts = { 0, 50 * 1000000L };
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    while (!tp_stress_engine_is_done(e)) {
+        if (sigtimedwait(&set, NULL, &ts) > 0)
+            tp_stress_engine_stop(e);
+        now = tp_stress_now_ns();
+        if (!progress || now < next)
+            continue;
+        struct tp_stress_snap s = { .interval = interval };
+
+        tp_hist_init(interval);
+        tp_stress_engine_snap(e, &s);
+        progress_line(o, (double)(now - start) / 1e9, (double)(now - last) / 1e9, &s, &prev);
+        prev = s.n;
+        last = now;
+        next += 1000000000ull;
+    }
+    if (progress)
+        printf("\n");
+}
+
+static void summarize(struct summary *m)
+{
+    const struct tp_stress_result *r = m->r;
+    const struct tp_stress_opts *o = m->o;
+    static const double pcts[5] = { 50, 90, 99, 99.9, 100 };
+    int i;
+
+    m->secs = (double)(r->end_ns - r->start_ns) / 1e9;
+    if (m->secs <= 0)
+        m->secs = 1e-9;
+    m->messages = o->mode == TP_STRESS_SLOW ? r->n.sent_msgs
+                : o->mode == TP_STRESS_HOLD ? 0 : r->n.msgs;
+    m->bytes = o->mode == TP_STRESS_SLOW ? r->n.sent_bytes
+             : o->mode == TP_STRESS_HOLD ? 0 : r->n.bytes;
+    m->msgs_per_s = (double)m->messages / m->secs;
+    m->mb_per_s = (double)m->bytes / m->secs / 1e6;
+    m->connects_per_s = o->mode == TP_STRESS_STORM ? (double)r->n.msgs / m->secs : 0.0;
+    for (i = 0; i < 5; i++)
+        m->lat_us[i] = (double)tp_hist_percentile(&r->hist, pcts[i]) / 1e3;
+    m->lat_us[5] = tp_hist_mean(&r->hist) / 1e3;
+    m->ok = r->n.err[TP_STRESS_ERR_MISMATCH] == 0 && r->n.opened > 0;
+}
+
+static void print_notes(const struct tp_stress_result *r, rlim_t fd_limit)
+{
+    if (r->notes & TP_STRESS_NOTE_EMFILE)
+        fprintf(stderr, PROG ": note: out of file descriptors (EMFILE/ENFILE, open-file "
+                "limit %llu): fewer connections, or raise the limit (ulimit -Hn)\n",
+                (unsigned long long)fd_limit);
+    if (r->notes & TP_STRESS_NOTE_ADDRNOTAVAIL)
+        fprintf(stderr, PROG ": note: out of local ports (EADDRNOTAVAIL; TIME_WAIT after "
+                "many closes?): use --src 127.0.0.1-127.0.0.8 or fewer connections\n");
+    if (r->notes & TP_STRESS_NOTE_ERRNO)
+        fprintf(stderr, PROG ": note: errors counted as other began with: %s\n",
+                strerror(r->other_errno));
+}
+
+static void print_report(const struct summary *m)
+{
+    const struct tp_stress_opts *o = m->o;
+    const struct tp_stress_result *r = m->r;
+    char l[6][32];
+    int i;
+
+    printf("target       %s (%s), %s mode, %u thread%s, %u B messages, depth %u, ",
+           o->target.text, m->target, tp_stress_mode_name(o->mode), o->threads,
+           o->threads == 1 ? "" : "s", o->size, o->depth);
+    if (o->rate > 0)
+        printf("rate %.0f msg/s\n", o->rate);
+    else
+        printf("unpaced\n");
+    printf("connections  %u requested, %llu opened, %llu open at end\n", o->conns,
+           (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
+    printf("duration     %.3f s\n", m->secs);
+    switch (o->mode) {
+    case TP_STRESS_ECHO:
+        printf("messages     %llu replies, %.1f msgs/s, %.2f MB/s received (%llu bytes)\n",
+               (unsigned long long)m->messages, m->msgs_per_s, m->mb_per_s,
+               (unsigned long long)m->bytes);
+        break;
+    case TP_STRESS_STORM:
+        printf("cycles       %llu connect-send-reply-close, %.1f connects/s\n",
+               (unsigned long long)m->messages, m->connects_per_s);
+        break;
+    case TP_STRESS_SLOW:
+        printf("sent         %llu messages, %llu bytes, %.2f MB/s (replies not read)\n",
+               (unsigned long long)m->messages, (unsigned long long)m->bytes, m->mb_per_s);
+        break;
+    case TP_STRESS_HOLD:
+        printf("held         %llu of %llu still open at the end\n",
+               (unsigned long long)r->open_at_end, (unsigned long long)r->n.opened);
+        break;
+    }
+    if (r->hist.count > 0) {
+        for (i = 0; i < 6; i++)
+            fmt_us(m->lat_us[i], l[i], sizeof(l[i]));
+        printf("latency      p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s%s\n",
+               l[0], l[1], l[2], l[3], l[4], l[5],
+               o->mode == TP_STRESS_STORM ? " (connect to reply)" : "");
+    }
+    printf("errors      ");
+    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+        printf(" %s %llu%s", err_names[i], (unsigned long long)r->n.err[i],
+               i + 1 < TP_STRESS_ERR_KINDS ? "," : "\n");
+    fflush(stdout);
+}
+
+static int write_json(const struct summary *m, const char *path)
+{
+    const struct tp_stress_opts *o = m->o;
+    const struct tp_stress_result *r = m->r;
+    FILE *f = fopen(path, "w");
+    int i;
+
+    if (f == NULL)
+        return -errno;
+    fprintf(f, "{\"tool\":\"tidepool-stress\",\"version\":\"%s\",\"mode\":\"%s\",\"target\":\"",
+            TP_VERSION, tp_stress_mode_name(o->mode));
+    for (i = 0; o->target.text[i] != '\0'; i++)
+        fprintf(f, o->target.text[i] == '"' || o->target.text[i] == '\\' ? "\\%c" : "%c",
+                o->target.text[i]);
+    fprintf(f, "\",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
+            o->threads, o->size, o->depth, o->rate);
+    fprintf(f, " \"connections\":{\"requested\":%u,\"opened\":%llu,\"open_at_end\":%llu},\n",
+            o->conns, (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
+    fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
+            "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\n", m->secs,
+            (unsigned long long)m->messages, m->msgs_per_s, (unsigned long long)m->bytes,
+            m->mb_per_s, m->connects_per_s);
+    fprintf(f, " \"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
+            "\"max\":%.3f,\"mean\":%.3f},\n", m->lat_us[0], m->lat_us[1], m->lat_us[2],
+            m->lat_us[3], m->lat_us[4], m->lat_us[5]);
+    fprintf(f, " \"errors\":{");
+    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+        fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)r->n.err[i],
+                i + 1 < TP_STRESS_ERR_KINDS ? "," : "},\n");
+    fprintf(f, " \"ok\":%s}\n", m->ok ? "true" : "false");
+    if (fclose(f) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Blocks SIGINT/SIGTERM in this and every later thread (supervise waits for
+ * them) and ignores SIGPIPE. */
+static void setup_signals(void)
+{
+    sigset_t set;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Runs the load and reports; returns the exit code. */
+static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
+{
+    static struct tp_stress_result r;
+    static struct tp_hist interval;
+    unsigned a = pick_address(&o->target);
+    const struct sockaddr *addr = (const struct sockaddr *)&o->target.addr[a];
+    bool progress = !o->quiet && isatty(STDOUT_FILENO);
+    struct summary m = { .o = o, .r = &r };
+    char err[256], target[80];
+    tp_stress_engine_t *e;
+    unsigned i;
+    int rc;
+
+    tp_stress_addr_format(addr, target, sizeof(target));
+    m.target = target;
+    if ((uint64_t)o->conns + FD_RESERVE + o->threads > fd_limit)
+        fprintf(stderr, PROG ": warning: -c %u is over the open-file limit (%llu); "
+                "connections past it will fail (counted as other, EMFILE)\n",
+                o->conns, (unsigned long long)fd_limit);
+    e = tp_stress_engine_create(o, addr, o->target.addrlen[a], progress, err, sizeof(err));
+    if (e == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return 1;
+    }
+    if ((rc = tp_stress_engine_start(e)) < 0)
+        fprintf(stderr, PROG ": starting threads: %s\n", strerror(-rc));
+    supervise(e, o, progress, &interval);
+    tp_stress_engine_join(e, &r);
+    tp_stress_engine_destroy(e);
+    for (i = 0; i < r.ndetails; i++)
+        fprintf(stderr, PROG ": %s\n", r.details[i]);
+    if (r.details_dropped > 0)
+        fprintf(stderr, PROG ": ... and %llu more mismatching connections\n",
+                (unsigned long long)r.details_dropped);
+    print_notes(&r, fd_limit);
+    summarize(&m);
+    if (rc < 0)
+        m.ok = false;
+    print_report(&m);
+    if (r.n.opened == 0)
+        fprintf(stderr, PROG ": no connection to %s could be opened\n", target);
+    if (o->json_path != NULL && (rc = write_json(&m, o->json_path)) < 0) {
+        fprintf(stderr, PROG ": --json %s: %s\n", o->json_path, strerror(-rc));
+        return 1;
+    }
+    return m.ok ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static struct tp_stress_opts o;
+    char err[512];
+    rlim_t fd_limit;
+
+    if (tp_stress_args_parse(&o, argc, argv, err, sizeof(err)) < 0) {
+        fprintf(stderr, PROG ": %s (try '" PROG " -h')\n", err);
+        return 2;
+    }
+    if (o.action == TP_STRESS_HELP) {
+        fputs(tp_stress_args_usage(), stdout);
+        return 0;
+    }
+    if (o.action == TP_STRESS_VERSION) {
+        printf(PROG " %s\n", TP_VERSION);
+        return 0;
+    }
+    fd_limit = raise_fd_limit();
+    setup_signals();
+    return run(&o, fd_limit);
+}

@@ -1,0 +1,80 @@
+/* tp_hist.c - log-linear latency histogram: merge and percentiles. */
+#include <string.h>
+
+#include "tp_hist.h"
+
+void tp_hist_init(struct tp_hist *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->min_ns = UINT64_MAX;
+}
+
+void tp_hist_merge(struct tp_hist *dst, const struct tp_hist *src)
+{
+    uint32_t i;
+
+    if (src->count == 0)
+        return;
+    for (i = 0; i < TP_HIST_BUCKETS; i++)
+        dst->counts[i] += src->counts[i];
+    dst->count += src->count;
+    dst->sum_ns += src->sum_ns;
+    if (src->min_ns < dst->min_ns)
+        dst->min_ns = src->min_ns;
+    if (src->max_ns > dst->max_ns)
+        dst->max_ns = src->max_ns;
+}
+
+/* The middle of bucket i: within 1/256 of every value the bucket holds. */
+static uint64_t bucket_middle(uint32_t i)
+{
+    uint32_t j, k, shift;
+    uint64_t low;
+
+    if (i < 2 * TP_HIST_SUB)
+        return i;
+    j = i - 2 * TP_HIST_SUB;
+    k = j / TP_HIST_SUB + TP_HIST_SUB_BITS + 1;
+    shift = k - TP_HIST_SUB_BITS;
+    low = (uint64_t)(j % TP_HIST_SUB + TP_HIST_SUB) << shift;
+    return low + ((UINT64_C(1) << shift) >> 1);
+}
+
+uint64_t tp_hist_percentile(const struct tp_hist *h, double pct)
+{
+    uint64_t rank, seen = 0, v;
+    double exact;
+    uint32_t i;
+
+    if (h->count == 0)
+        return 0;
+    if (pct >= 100.0)
+        return h->max_ns;
+    if (pct <= 0.0)
+        return h->min_ns;
+    /* The smallest value with at least pct% of the values at or below it. */
+    exact = pct / 100.0 * (double)h->count;
+    rank = (uint64_t)exact;
+    if ((double)rank < exact)
+        rank++;
+    if (rank == 0)
+        rank = 1;
+    if (rank > h->count)
+        rank = h->count;
+    for (i = 0; i < TP_HIST_BUCKETS; i++) {
+        seen += h->counts[i];
+        if (seen >= rank)
+            break;
+    }
+    v = bucket_middle(i < TP_HIST_BUCKETS ? i : TP_HIST_BUCKETS - 1);
+    if (v < h->min_ns)
+        v = h->min_ns;
+    if (v > h->max_ns)
+        v = h->max_ns;
+    return v;
+}
+
+double tp_hist_mean(const struct tp_hist *h)
+{
+    return h->count ? (double)h->sum_ns / (double)h->count : 0.0;
+}

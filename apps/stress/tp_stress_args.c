@@ -1,0 +1,290 @@
+/* tp_stress_args.c - parse and check the stress tool's command line. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp_stress_args.h"
+#include "tp_stress_msg.h"
+
+#define MAX_CONNS 10000000u
+#define MAX_THREADS 1024u
+#define MAX_DEPTH 65536u
+#define MAX_INFLIGHT_BYTES (64u << 20)     /* depth * size per connection */
+#define NS_PER_S 1000000000.0
+
+enum { OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION };
+
+static const struct option long_opts[] = {
+    { "connections", required_argument, NULL, 'c' },
+    { "threads",     required_argument, NULL, 't' },
+    { "duration",    required_argument, NULL, 'd' },
+    { "messages",    required_argument, NULL, 'n' },
+    { "size",        required_argument, NULL, 's' },
+    { "depth",       required_argument, NULL, 'p' },
+    { "rate",        required_argument, NULL, 'r' },
+    { "quiet",       no_argument,       NULL, 'q' },
+    { "help",        no_argument,       NULL, 'h' },
+    { "mode",        required_argument, NULL, OPT_MODE },
+    { "ramp",        required_argument, NULL, OPT_RAMP },
+    { "src",         required_argument, NULL, OPT_SRC },
+    { "verify",      required_argument, NULL, OPT_VERIFY },
+    { "timeout",     required_argument, NULL, OPT_TIMEOUT },
+    { "json",        required_argument, NULL, OPT_JSON },
+    { "version",     no_argument,       NULL, OPT_VERSION },
+    { NULL, 0, NULL, 0 },
+};
+
+static const char *mode_names[] = { "echo", "hold", "storm", "slow" };
+
+const char *tp_stress_mode_name(enum tp_stress_mode mode)
+{
+    return (unsigned)mode < 4 ? mode_names[mode] : "?";
+}
+
+const char *tp_stress_args_usage(void)
+{
+    return
+"usage: tidepool-stress [options] HOST:PORT     (127.0.0.1:7000, [::1]:7000, localhost:7000)\n"
+"  --mode MODE     echo (default): send, read each reply back and check it\n"
+"                  hold: open the connections and keep them idle\n"
+"                  storm: each slot loops connect, one message, reply, close\n"
+"                  slow: send as fast as the socket takes and never read\n"
+"  -c CONNS        connections (storm: parallel slots), default 10\n"
+"  -t THREADS      threads, each with its own epoll and share of the connections, default 1\n"
+"  -d DURATION     how long to run: 500ms, 10s, 1m (default 10s)\n"
+"  -n MESSAGES     stop after this many replies in all (whichever of -d/-n comes first)\n"
+"  -s SIZE         bytes per message including the '\\n', >= 2 (default 64; 1k, 1m)\n"
+"  -p DEPTH        messages in flight per connection, default 1\n"
+"  -r RATE         messages/s over all connections, evenly paced; latency is\n"
+"                  measured from each message's intended send time (0: unpaced)\n"
+"  --ramp RATE     new connections per second (0, default: as fast as possible)\n"
+"  --src A-B       bind connections round-robin to the IPv4 addresses A..B\n"
+"  --verify on|off compare every reply byte with what was sent (default on)\n"
+"  --timeout TIME  a reply or connect slower than this is an error (default 10s)\n"
+"  --json FILE     also write the results to FILE as JSON\n"
+"  -q              no progress line\n"
+"  -h, --help      print this help;  --version  print the version\n"
+"exit status: 0 ran fine, 1 a reply mismatched / no connection opened / the run\n"
+"failed, 2 usage error. SIGINT stops early and still reports.\n";
+}
+
+int tp_stress_parse_duration(const char *text, uint64_t *ns)
+{
+    static const struct { const char *unit; double ns; } units[] = {
+        { "", 1e9 }, { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 },
+        { "s", 1e9 }, { "m", 60e9 }, { "h", 3600e9 },
+    };
+    char *end;
+    double v;
+    size_t i;
+
+    if (text[0] < '0' || text[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno != 0 || !isfinite(v) || v < 0)
+        return -EINVAL;
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].unit) == 0) {
+            if (v * units[i].ns > 1e18)
+                return -EINVAL;
+            *ns = (uint64_t)(v * units[i].ns + 0.5);
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* A whole number in [min, max], with k/m/g (powers of 1024) if sizes. */
+static int parse_count(const char *text, uint64_t min, uint64_t max, bool sizes, uint64_t *out)
+{
+    unsigned long long v;
+    char *end;
+    int shift = 0;
+
+    if (text[0] < '0' || text[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (errno != 0)
+        return -EINVAL;
+    if (sizes && end[0] != '\0' && end[1] == '\0') {
+        switch (end[0]) {
+        case 'k': case 'K': shift = 10; end++; break;
+        case 'm': case 'M': shift = 20; end++; break;
+        case 'g': case 'G': shift = 30; end++; break;
+        }
+    }
+    if (*end != '\0' || v > (max >> shift))
+        return -EINVAL;
+    v <<= shift;
+    if (v < min)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* A finite number >= 0 (rates). */
+static int parse_rate(const char *text, double *out)
+{
+    char *end;
+    double v;
+
+    if (text[0] < '0' || text[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < 0 || v > 1e12)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static void set_defaults(struct tp_stress_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->action = TP_STRESS_RUN;
+    o->mode = TP_STRESS_ECHO;
+    o->conns = 10;
+    o->threads = 1;
+    o->size = 64;
+    o->depth = 1;
+    o->duration_ns = 10 * (uint64_t)NS_PER_S;
+    o->timeout_ns = 10 * (uint64_t)NS_PER_S;
+    o->verify = true;
+}
+
+#define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return -EINVAL; } while (0)
+
+/* Applies one option; 0 or -EINVAL with err set. */
+static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, size_t errlen)
+{
+    uint64_t v;
+    size_t m;
+
+    switch (ch) {
+    case 'c':
+        if (parse_count(arg, 1, MAX_CONNS, false, &v) < 0)
+            BAD("-c \"%s\": expected a number of connections, 1..%u", arg, MAX_CONNS);
+        o->conns = (uint32_t)v;
+        return 0;
+    case 't':
+        if (parse_count(arg, 1, MAX_THREADS, false, &v) < 0)
+            BAD("-t \"%s\": expected a number of threads, 1..%u", arg, MAX_THREADS);
+        o->threads = (uint32_t)v;
+        return 0;
+    case 'd':
+        if (tp_stress_parse_duration(arg, &o->duration_ns) < 0 || o->duration_ns == 0)
+            BAD("-d \"%s\": expected a duration > 0 like 500ms, 10s or 1m", arg);
+        return 0;
+    case 'n':
+        if (parse_count(arg, 1, UINT64_C(1) << 62, false, &o->messages) < 0)
+            BAD("-n \"%s\": expected a number of messages >= 1", arg);
+        return 0;
+    case 's':
+        if (parse_count(arg, TP_STRESS_MSG_MIN, TP_STRESS_MSG_MAX, true, &v) < 0)
+            BAD("-s \"%s\": expected a message size in bytes including the '\\n', "
+                "%u..%u (k, m allowed)", arg, TP_STRESS_MSG_MIN, TP_STRESS_MSG_MAX);
+        o->size = (uint32_t)v;
+        return 0;
+    case 'p':
+        if (parse_count(arg, 1, MAX_DEPTH, false, &v) < 0)
+            BAD("-p \"%s\": expected messages in flight per connection, 1..%u",
+                arg, MAX_DEPTH);
+        o->depth = (uint32_t)v;
+        return 0;
+    case 'r':
+        if (parse_rate(arg, &o->rate) < 0)
+            BAD("-r \"%s\": expected messages per second >= 0 (0: unpaced)", arg);
+        return 0;
+    case 'q':
+        o->quiet = true;
+        return 0;
+    case 'h':
+        o->action = TP_STRESS_HELP;
+        return 0;
+    case OPT_VERSION:
+        o->action = TP_STRESS_VERSION;
+        return 0;
+    case OPT_MODE:
+        for (m = 0; m < 4; m++)
+            if (strcmp(arg, mode_names[m]) == 0)
+                break;
+        if (m == 4)
+            BAD("--mode \"%s\": expected echo, hold, storm or slow", arg);
+        o->mode = (enum tp_stress_mode)m;
+        return 0;
+    case OPT_RAMP:
+        if (parse_rate(arg, &o->ramp) < 0)
+            BAD("--ramp \"%s\": expected new connections per second >= 0", arg);
+        return 0;
+    case OPT_SRC:
+        o->has_src = true;
+        return tp_stress_src_parse(&o->src, arg, err, errlen);
+    case OPT_VERIFY:
+        if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0)
+            BAD("--verify \"%s\": expected on or off", arg);
+        o->verify = strcmp(arg, "on") == 0;
+        return 0;
+    case OPT_TIMEOUT:
+        if (tp_stress_parse_duration(arg, &o->timeout_ns) < 0 || o->timeout_ns == 0)
+            BAD("--timeout \"%s\": expected a duration > 0 like 500ms or 10s", arg);
+        return 0;
+    case OPT_JSON:
+        if (arg[0] == '\0')
+            BAD("--json: expected a file name");
+        o->json_path = arg;
+        return 0;
+    }
+    BAD("internal error: option %d", ch);
+}
+
+/* Checks that need every option: 0 or -EINVAL. */
+static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
+{
+    if (o->threads > o->conns)
+        BAD("-t %u: expected at most as many threads as connections (-c %u)",
+            o->threads, o->conns);
+    if ((uint64_t)o->depth * o->size > MAX_INFLIGHT_BYTES)
+        BAD("-p %u with -s %u: expected at most %u bytes in flight per connection",
+            o->depth, o->size, MAX_INFLIGHT_BYTES);
+    if (o->has_src && o->target.addr[0].ss_family != AF_INET)
+        BAD("--src: the range is IPv4 but %s is not an IPv4 address", o->target.text);
+    return 0;
+}
+
+int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
+                         char *err, size_t errlen)
+{
+    int ch;
+
+    set_defaults(o);
+    optind = 0;    /* glibc: start over, even after an earlier parse */
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":c:t:d:n:s:p:r:qh", long_opts, NULL)) != -1) {
+        if (ch == ':') {
+            if (optopt > 0 && optopt < OPT_MODE)
+                BAD("-%c: expected a value after it", optopt);
+            BAD("%s: expected a value after it", argv[optind - 1]);
+        }
+        if (ch == '?') {
+            if (optopt > 0 && optopt < OPT_MODE)
+                BAD("unknown option -%c", optopt);
+            BAD("unknown option %s", argv[optind - 1]);
+        }
+        if (apply(o, ch, optarg, err, errlen) < 0)
+            return -EINVAL;
+    }
+    if (o->action != TP_STRESS_RUN)
+        return 0;
+    if (optind >= argc)
+        BAD("missing HOST:PORT (the server to stress, e.g. 127.0.0.1:7000)");
+    if (optind + 1 < argc)
+        BAD("unexpected argument \"%s\" after HOST:PORT", argv[optind + 1]);
+    if (tp_stress_target_parse(&o->target, argv[optind], err, errlen) < 0)
+        return -EINVAL;
+    return check_all(o, err, errlen);
+}

@@ -1,0 +1,62 @@
+/* tp_stress_args.h - the stress tool's command line: options, defaults, checks. */
+#ifndef TP_STRESS_ARGS_H
+#define TP_STRESS_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tp_stress_addr.h"
+
+enum tp_stress_mode {
+    TP_STRESS_ECHO,    /* send, read the reply, verify, repeat */
+    TP_STRESS_HOLD,    /* open connections and keep them idle */
+    TP_STRESS_STORM,   /* connect, one message, reply, close, repeat */
+    TP_STRESS_SLOW,    /* send as fast as the socket takes, never read */
+};
+
+enum tp_stress_action {
+    TP_STRESS_RUN,
+    TP_STRESS_HELP,      /* -h: print tp_stress_args_usage() */
+    TP_STRESS_VERSION,   /* --version */
+};
+
+/* Plain struct: filled by tp_stress_args_parse, read by the engine. */
+struct tp_stress_opts {
+    enum tp_stress_action action;
+    enum tp_stress_mode mode;
+    uint32_t conns;           /* -c, >= 1 */
+    uint32_t threads;         /* -t, 1..conns */
+    uint32_t size;            /* -s, bytes per message with its '\n' */
+    uint32_t depth;           /* -p, messages in flight per connection */
+    uint64_t duration_ns;     /* -d */
+    uint64_t messages;        /* -n, 0: no limit */
+    uint64_t timeout_ns;      /* --timeout */
+    double rate;              /* -r, messages/s over all connections; 0: unpaced */
+    double ramp;              /* --ramp, new connections/s; 0: at once */
+    bool verify;              /* --verify */
+    bool quiet;               /* -q */
+    bool has_src;             /* --src given */
+    const char *json_path;    /* --json, NULL: none */
+    struct tp_stress_src src;
+    struct tp_stress_target target;
+};
+
+/* Sets the defaults, then parses argv (getopt_long; argv may be permuted).
+ * Returns 0 (o->action says whether to run or print help/version), or
+ * -EINVAL with a one-line message in err that names the bad option and what
+ * it expects. Main thread only (getopt state). */
+int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
+                         char *err, size_t errlen);
+
+/* "echo", "hold", "storm" or "slow". */
+const char *tp_stress_mode_name(enum tp_stress_mode mode);
+
+/* The -h text. */
+const char *tp_stress_args_usage(void);
+
+/* Parses a duration: a number with ns, us, ms, s, m or h (bare: seconds),
+ * e.g. 500ms, 1.5s, 10s, 1m. Returns 0, or -EINVAL. */
+int tp_stress_parse_duration(const char *text, uint64_t *ns);
+
+#endif /* TP_STRESS_ARGS_H */

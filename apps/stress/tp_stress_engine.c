@@ -1,0 +1,1076 @@
+/* tp_stress_engine.c - the load engine. Each thread owns an epoll instance
+ * (level-triggered; storm is edge-triggered) and a slice of the connections.
+ * Echo keeps the messages in flight in a per-connection ring of depth*size
+ * bytes: a reply is compared with memcmp against the ring, completed
+ * messages are timed, and the next ones are written at once, one send per
+ * connection per event. No allocation after set-up, no atomics per message.
+ *
+ * Shared state: engine->stop (main writes, threads read; relaxed),
+ * engine->running (threads decrement once), and each worker's pub_* fields
+ * (under worker->lock). Everything else in a worker belongs to its thread. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tp_pace.h"
+#include "tp_stress_engine.h"
+#include "tp_stress_msg.h"
+
+#define MS 1000000ull
+#define MAX_EVENTS 512
+#define MAX_PENDING 256              /* connects outstanding per thread */
+#define RBUF_SIZE (256 * 1024)
+#define SLOW_BLOCK (64 * 1024)
+#define SWEEP_NS (100 * MS)          /* timeout checks */
+#define PUBLISH_NS (250 * MS)        /* progress counters */
+#define MAX_WAIT_NS (100 * MS)       /* longest epoll wait: stop latency */
+#define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
+#define MAX_DUE_PER_TURN 65536
+#define NO_SLOT UINT32_MAX
+
+enum conn_state { C_IDLE, C_CONNECTING, C_OPEN, C_DONE };
+
+struct conn {
+    int fd;
+    uint32_t gen;            /* bumped at close: stale events are dropped */
+    uint8_t state;
+    bool out_blocked;        /* EPOLLOUT asked for (echo) */
+    uint32_t index;          /* 0..conns-1 over all threads */
+    uint64_t seq_queued;     /* messages put in the ring */
+    uint64_t seq_done;       /* replies complete */
+    uint64_t out_off;        /* stream bytes written */
+    uint64_t in_off;         /* stream bytes received */
+    uint64_t wait_since;     /* connect start, or last progress with replies due */
+    uint64_t owed;           /* paced messages due but past the depth */
+    uint64_t owed_first;     /* intended time of the oldest owed one */
+    uint64_t cycle_start;    /* storm: connect start */
+    uint64_t retry_at;       /* storm: when the slot may connect again */
+    char *ring;              /* depth * size bytes in flight (echo, storm) */
+    uint64_t *stamps;        /* depth send (or intended) times */
+};
+
+struct worker {
+    struct tp_stress_engine *e;
+    const struct tp_stress_opts *o;
+    pthread_t tid;
+    bool started;
+    int epfd;
+    uint32_t first, nconns;  /* global index of the first connection; count */
+    uint64_t quota;          /* replies (storm: cycles) to finish; UINT64_MAX */
+    double rate, ramp;       /* this thread's share */
+    struct conn *conns;
+    char *rings, *rbuf, *slow_block;
+    uint64_t *stamps;
+    uint32_t ring_len, slow_len;
+    uint32_t *retry;         /* storm: FIFO of slots waiting to reconnect */
+    uint32_t retry_head, retry_len;
+    uint32_t next_open;      /* next connection never started */
+    uint32_t pending;        /* connects in progress */
+    uint32_t live;           /* connections not given up (storm: slots) */
+    uint32_t rr;             /* pacing round robin */
+    uint64_t open;           /* connections open now */
+    uint64_t issued;         /* messages (storm: cycles) started */
+    uint64_t src_next;       /* --src round robin */
+    double conn_period;      /* ns between one connection's paced messages */
+    bool pace_started, stopping;
+    bool refill;             /* -n budget came back: offer it to idle connections */
+    bool no_pwait2;          /* the kernel lacks epoll_pwait2 */
+    struct tp_pace pace, ramp_pace;
+    struct tp_hist *rec;     /* total, or cur when progress is on */
+    struct tp_hist *total, *cur;
+    struct tp_stress_counts n;
+    unsigned notes;
+    int other_errno;
+    unsigned ndetails;
+    uint64_t details_dropped;
+    char details[TP_STRESS_MAX_DETAILS][192];
+    uint64_t end_ns, open_at_end;
+    uint64_t next_sweep, next_publish;
+    pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
+    struct tp_hist *pub_hist;
+    struct tp_stress_counts pub_n;
+    uint64_t pub_open;
+};
+
+struct tp_stress_engine {
+    struct tp_stress_opts o;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool progress;
+    uint64_t start_ns, deadline_ns;
+    atomic_bool stop;        /* main writes, threads read; relaxed */
+    atomic_uint running;     /* threads still in their loop */
+    unsigned nworkers;
+    struct worker *w;
+};
+
+static void conn_close(struct worker *w, struct conn *c, int kind, uint64_t now);
+static void conn_fail(struct worker *w, struct conn *c, int err, uint64_t now);
+static void echo_pump(struct worker *w, struct conn *c, uint64_t now);
+
+uint64_t tp_stress_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t in_flight(const struct conn *c)
+{
+    return c->seq_queued - c->seq_done;
+}
+
+static uint64_t epoll_data(const struct worker *w, const struct conn *c)
+{
+    return (uint64_t)(uint32_t)(c - w->conns) | (uint64_t)c->gen << 32;
+}
+
+static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.u64 = epoll_data(w, c) };
+
+    return epoll_ctl(w->epfd, op, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Maps an errno to an error kind, noting the ones that need a word. */
+static int error_kind(struct worker *w, int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return TP_STRESS_ERR_REFUSED;
+    case ECONNRESET: case EPIPE: case ECONNABORTED:
+        return TP_STRESS_ERR_RESET;
+    case ETIMEDOUT:
+        return TP_STRESS_ERR_TIMEOUT;
+    case EMFILE: case ENFILE:
+        w->notes |= TP_STRESS_NOTE_EMFILE;
+        return TP_STRESS_ERR_OTHER;
+    case EADDRNOTAVAIL: case EADDRINUSE:
+        w->notes |= TP_STRESS_NOTE_ADDRNOTAVAIL;
+        return TP_STRESS_ERR_OTHER;
+    }
+    if (!(w->notes & TP_STRESS_NOTE_ERRNO)) {
+        w->notes |= TP_STRESS_NOTE_ERRNO;
+        w->other_errno = err;
+    }
+    return TP_STRESS_ERR_OTHER;
+}
+
+static bool is_resource_error(int err)
+{
+    return err == EMFILE || err == ENFILE || err == EADDRNOTAVAIL ||
+           err == EADDRINUSE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* Storm: queue the slot to connect again at retry_at. */
+static void retry_push(struct worker *w, struct conn *c, uint64_t at)
+{
+    c->state = C_IDLE;
+    c->retry_at = at;
+    w->retry[(w->retry_head + w->retry_len++) % w->nconns] = (uint32_t)(c - w->conns);
+}
+
+/* A new non-blocking socket connecting to the target: fd or -errno. */
+static int open_socket(struct worker *w)
+{
+    const struct tp_stress_engine *e = w->e;
+    int fd, one = 1, err;
+
+    fd = socket(e->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (w->o->mode != TP_STRESS_STORM)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (w->o->has_src) {
+        struct sockaddr_in sin;
+
+        /* The port is picked at connect(), per destination: many more
+         * connections than ~28k per source address. */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        tp_stress_src_addr(&w->o->src, w->src_next++, &sin);
+        if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+            goto fail;
+    }
+    if (connect(fd, (const struct sockaddr *)&e->addr, e->addrlen) < 0 && errno != EINPROGRESS)
+        goto fail;
+    return fd;
+fail:
+    err = -errno;
+    close(fd);
+    return err;
+}
+
+/* Starts connecting c. A failure is counted and c given up (storm: retried). */
+static void conn_start(struct worker *w, struct conn *c, uint64_t now)
+{
+    uint32_t events = EPOLLOUT;
+    int fd, err;
+
+    if (w->o->mode == TP_STRESS_STORM)
+        events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    else if (w->o->mode == TP_STRESS_SLOW)
+        events = EPOLLOUT | EPOLLRDHUP;
+    c->seq_queued = c->seq_done = c->out_off = c->in_off = c->owed = 0;
+    c->wait_since = c->cycle_start = now;
+    c->state = C_CONNECTING;
+    w->pending++;
+    fd = open_socket(w);
+    if (fd < 0) {
+        c->fd = -1;
+        conn_fail(w, c, -fd, now);
+        return;
+    }
+    c->fd = fd;
+    err = conn_watch(w, c, EPOLL_CTL_ADD, events);
+    if (err < 0)
+        conn_fail(w, c, -err, now);
+}
+
+/* The one close path. kind: the error to count, or -1. Storm slots go back
+ * to the retry list (after delay_ns); other connections are given up. */
+static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_t now,
+                             uint64_t delay_ns)
+{
+    if (kind >= 0)
+        w->n.err[kind]++;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->gen++;
+    c->out_blocked = false;
+    if (c->state == C_OPEN)
+        w->open--;
+    else if (c->state == C_CONNECTING)
+        w->pending--;
+    if (w->o->mode == TP_STRESS_ECHO && w->quota != UINT64_MAX &&
+        in_flight(c) + c->owed > 0) {
+        /* Messages lost with c go back to the thread's -n budget. */
+        w->issued -= in_flight(c) + c->owed;
+        c->seq_queued = c->seq_done;
+        c->owed = 0;
+        w->refill = true;
+    }
+    if (w->o->mode == TP_STRESS_STORM && !w->stopping) {
+        if (c->seq_done == 0 && w->issued > 0)
+            w->issued--;            /* the cycle failed: someone redoes it */
+        retry_push(w, c, now + delay_ns);
+        return;
+    }
+    c->state = C_DONE;
+    w->live--;
+}
+
+static void conn_close(struct worker *w, struct conn *c, int kind, uint64_t now)
+{
+    conn_close_retry(w, c, kind, now, 0);
+}
+
+/* Closes c for errno err; a storm slot out of descriptors or ports waits. */
+static void conn_fail(struct worker *w, struct conn *c, int err, uint64_t now)
+{
+    conn_close_retry(w, c, error_kind(w, err), now, is_resource_error(err) ? RETRY_NS : 0);
+}
+
+/* Keeps one line about a mismatch for the report. */
+static void note_detail(struct worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void note_detail(struct worker *w, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (w->ndetails == TP_STRESS_MAX_DETAILS) {
+        w->details_dropped++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(w->details[w->ndetails++], sizeof(w->details[0]), fmt, ap);
+    va_end(ap);
+}
+
+static char printable(unsigned char ch)
+{
+    return ch >= 0x20 && ch < 0x7f ? (char)ch : '.';
+}
+
+/* Compares the n bytes just read with what was sent at c->in_off.
+ * Returns 0, or -1 after reporting and closing c. */
+static int verify(struct worker *w, struct conn *c, const char *data, size_t n, uint64_t now)
+{
+    size_t done = 0, pos, len, i;
+    uint64_t sent = c->out_off - c->in_off;
+
+    if (!w->o->verify && n <= sent)
+        return 0;
+    while (done < n && done < sent) {
+        pos = (size_t)((c->in_off + done) % w->ring_len);
+        len = w->ring_len - pos;
+        if (len > n - done)
+            len = n - done;
+        if (len > sent - done)
+            len = (size_t)(sent - done);
+        if (w->o->verify && memcmp(c->ring + pos, data + done, len) != 0) {
+            for (i = 0; c->ring[pos + i] == data[done + i]; i++)
+                ;
+            uint64_t off = c->in_off + done + i;
+            note_detail(w, "mismatch on connection %u at byte %llu (message %llu, "
+                        "byte %llu): expected 0x%02x '%c', got 0x%02x '%c'; closed it",
+                        c->index, (unsigned long long)off,
+                        (unsigned long long)(off / w->o->size),
+                        (unsigned long long)(off % w->o->size),
+                        (unsigned char)c->ring[pos + i], printable((unsigned char)c->ring[pos + i]),
+                        (unsigned char)data[done + i], printable((unsigned char)data[done + i]));
+            conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
+            return -1;
+        }
+        done += len;
+    }
+    if (done < n) {
+        note_detail(w, "mismatch on connection %u at byte %llu: %zu bytes more than "
+                    "were sent; closed it", c->index,
+                    (unsigned long long)c->out_off, n - done);
+        conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
+        return -1;
+    }
+    return 0;
+}
+
+/* Puts the next message in c's ring, timed from t. */
+static void queue_msg(struct worker *w, struct conn *c, uint64_t t, uint64_t now)
+{
+    uint32_t slot = (uint32_t)(c->seq_queued % w->o->depth);
+
+    if (in_flight(c) == 0)
+        c->wait_since = now;
+    tp_stress_msg_fill(c->ring + (size_t)slot * w->o->size, w->o->size, c->index, c->seq_queued);
+    c->stamps[slot] = t;
+    c->seq_queued++;
+}
+
+static void want_out(struct worker *w, struct conn *c, bool on, uint64_t now)
+{
+    uint32_t events = w->o->mode == TP_STRESS_STORM
+                    ? EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+                    : on ? EPOLLIN | EPOLLOUT : EPOLLIN;
+    int err;
+
+    c->out_blocked = on;
+    if (w->o->mode == TP_STRESS_STORM)
+        return;             /* edge-triggered: EPOLLOUT is always asked for */
+    err = conn_watch(w, c, EPOLL_CTL_MOD, events);
+    if (err < 0)
+        conn_fail(w, c, -err, now);
+}
+
+/* Writes what is queued and not yet sent, in one send while it fits. */
+static void flush(struct worker *w, struct conn *c, uint64_t now)
+{
+    uint64_t end = c->seq_queued * w->o->size;
+    struct iovec iov[2];
+    struct msghdr mh = { .msg_iov = iov };
+    size_t pos, len;
+    ssize_t n;
+
+    while (c->out_off < end) {
+        pos = (size_t)(c->out_off % w->ring_len);
+        len = w->ring_len - pos;
+        if (len > end - c->out_off)
+            len = (size_t)(end - c->out_off);
+        iov[0] = (struct iovec){ c->ring + pos, len };
+        iov[1] = (struct iovec){ c->ring, (size_t)(end - c->out_off) - len };
+        mh.msg_iovlen = iov[1].iov_len ? 2 : 1;
+        n = mh.msg_iovlen == 1 ? send(c->fd, iov[0].iov_base, len, MSG_NOSIGNAL)
+                               : sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!c->out_blocked)
+                want_out(w, c, true, now);
+            return;
+        }
+        if (n < 0) {
+            conn_fail(w, c, errno, now);
+            return;
+        }
+        w->n.sent_bytes += (uint64_t)n;
+        w->n.sent_msgs += (c->out_off + (uint64_t)n) / w->o->size - c->out_off / w->o->size;
+        c->out_off += (uint64_t)n;
+    }
+    if (c->out_blocked)
+        want_out(w, c, false, now);
+}
+
+/* Queues what the depth, pacing and -n allow, then writes it. */
+static void echo_pump(struct worker *w, struct conn *c, uint64_t now)
+{
+    uint32_t depth = w->o->depth;
+
+    if (!w->stopping && w->o->rate > 0) {
+        while (c->owed > 0 && in_flight(c) < depth) {
+            queue_msg(w, c, c->owed_first, now);
+            c->owed_first += (uint64_t)w->conn_period;
+            c->owed--;
+        }
+    } else if (!w->stopping) {
+        while (in_flight(c) < depth && w->issued < w->quota) {
+            queue_msg(w, c, now, now);
+            w->issued++;
+        }
+    }
+    if (c->out_off < c->seq_queued * w->o->size && !c->out_blocked)
+        flush(w, c, now);
+}
+
+/* One read: 1 if bytes arrived (counted in *n), 0 to wait, -1 if c closed. */
+static int read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *now)
+{
+    ssize_t r;
+
+    do
+        r = recv(c->fd, w->rbuf, RBUF_SIZE, 0);
+    while (r < 0 && errno == EINTR);
+    *now = tp_stress_now_ns();
+    if (r > 0) {
+        *n = (size_t)r;
+        return 1;
+    }
+    if (r < 0 && errno == EAGAIN)
+        return 0;
+    if (r == 0)
+        conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, *now);
+    else
+        conn_fail(w, c, errno, *now);
+    return -1;
+}
+
+static void echo_readable(struct worker *w, struct conn *c)
+{
+    uint64_t before = c->seq_done, now;
+    size_t n;
+
+    if (read_some(w, c, &n, &now) <= 0)
+        return;
+    if (verify(w, c, w->rbuf, n, now) < 0)
+        return;
+    c->in_off += n;
+    w->n.bytes += n;
+    for (; c->seq_done < c->in_off / w->o->size; c->seq_done++)
+        tp_hist_record(w->rec, now - c->stamps[c->seq_done % w->o->depth]);
+    w->n.msgs += c->seq_done - before;
+    c->wait_since = now;
+    echo_pump(w, c, now);
+}
+
+/* Storm, edge-triggered: read until the reply is whole or EAGAIN. */
+static void storm_readable(struct worker *w, struct conn *c)
+{
+    uint64_t now;
+    size_t n;
+
+    while (read_some(w, c, &n, &now) > 0) {
+        if (verify(w, c, w->rbuf, n, now) < 0)
+            return;
+        c->in_off += n;
+        w->n.bytes += n;
+        if (c->in_off == w->o->size) {
+            c->seq_done = 1;
+            w->n.msgs++;
+            tp_hist_record(w->rec, now - c->cycle_start);
+            conn_close(w, c, -1, now);
+            return;
+        }
+    }
+}
+
+/* Hold: the server should send nothing; EOF or an error ends the connection. */
+static void hold_readable(struct worker *w, struct conn *c)
+{
+    uint64_t now;
+    size_t n;
+
+    read_some(w, c, &n, &now);
+}
+
+/* Slow: one send per writable event from a block of whole messages. */
+static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_t now)
+{
+    size_t pos = (size_t)(c->out_off % w->slow_len);
+    ssize_t n;
+
+    if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0)
+            conn_fail(w, c, err, now);
+        else
+            conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, now);
+        return;
+    }
+    n = send(c->fd, w->slow_block + pos, w->slow_len - pos, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n < 0) {
+        conn_fail(w, c, errno, now);
+        return;
+    }
+    w->n.sent_bytes += (uint64_t)n;
+    w->n.sent_msgs += (c->out_off + (uint64_t)n) / w->o->size - c->out_off / w->o->size;
+    c->out_off += (uint64_t)n;
+}
+
+/* A connect finished (or failed): check it and start the mode's work. */
+static void on_connected(struct worker *w, struct conn *c, uint64_t now)
+{
+    socklen_t len = sizeof(int);
+    int err = 0;
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        conn_fail(w, c, err, now);
+        return;
+    }
+    w->pending--;
+    w->open++;
+    w->n.opened++;
+    c->state = C_OPEN;
+    switch (w->o->mode) {
+    case TP_STRESS_ECHO:
+        if (w->o->rate > 0 && !w->pace_started) {
+            w->pace_started = true;
+            tp_pace_init(&w->pace, now, w->rate);
+        }
+        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN)) < 0)
+            conn_fail(w, c, -err, now);
+        else
+            echo_pump(w, c, now);
+        break;
+    case TP_STRESS_HOLD:
+        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP)) < 0)
+            conn_fail(w, c, -err, now);
+        break;
+    case TP_STRESS_STORM:
+        queue_msg(w, c, now, now);
+        flush(w, c, now);
+        break;
+    case TP_STRESS_SLOW:
+        break;
+    }
+}
+
+static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t now)
+{
+    struct conn *c = &w->conns[(uint32_t)ev->data.u64];
+
+    if (c->gen != (uint32_t)(ev->data.u64 >> 32) || c->fd < 0)
+        return;             /* closed earlier in this batch */
+    if (c->state == C_CONNECTING) {
+        if (!(ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        on_connected(w, c, now);
+        if (c->state != C_OPEN || w->o->mode != TP_STRESS_STORM)
+            return;         /* storm: the reply may be in this event too */
+    }
+    switch (w->o->mode) {
+    case TP_STRESS_ECHO:
+        if (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            echo_readable(w, c);
+        if (c->fd >= 0 && c->out_blocked && (ev->events & EPOLLOUT))
+            flush(w, c, now);
+        break;
+    case TP_STRESS_STORM:
+        if (c->out_blocked && (ev->events & EPOLLOUT))
+            flush(w, c, now);
+        if (c->fd >= 0 && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
+            storm_readable(w, c);
+        break;
+    case TP_STRESS_HOLD:
+        hold_readable(w, c);
+        break;
+    case TP_STRESS_SLOW:
+        slow_writable(w, c, ev->events, now);
+        break;
+    }
+}
+
+/* Hands the paced messages now due to open connections, round robin. */
+static void pace_turn(struct worker *w, uint64_t now)
+{
+    struct conn *c = NULL;
+    uint64_t due, t;
+    uint32_t tries;
+
+    if (!w->pace_started || w->open == 0)
+        return;
+    due = tp_pace_due(&w->pace, now);
+    if (due > MAX_DUE_PER_TURN)
+        due = MAX_DUE_PER_TURN;
+    while (due-- > 0 && w->issued < w->quota) {
+        for (tries = 0; tries < w->nconns; tries++) {
+            c = &w->conns[w->rr];
+            w->rr = w->rr + 1 == w->nconns ? 0 : w->rr + 1;
+            if (c->state == C_OPEN)
+                break;
+        }
+        if (c == NULL || c->state != C_OPEN)
+            return;
+        t = tp_pace_take(&w->pace);
+        w->issued++;
+        if (c->owed++ == 0)
+            c->owed_first = t;
+        echo_pump(w, c, now);
+    }
+}
+
+/* Starts connections not yet started, within the ramp and MAX_PENDING. */
+static void open_turn(struct worker *w, uint64_t now)
+{
+    struct conn *c;
+
+    while (w->next_open < w->nconns && w->pending < MAX_PENDING) {
+        if (w->ramp > 0) {
+            if (tp_pace_due(&w->ramp_pace, now) == 0)
+                return;
+            tp_pace_take(&w->ramp_pace);
+        }
+        c = &w->conns[w->next_open++];
+        if (w->o->mode == TP_STRESS_STORM) {
+            if (w->issued >= w->quota) {
+                c->state = C_IDLE;      /* parked: the -n budget is spent */
+                continue;
+            }
+            w->issued++;
+        }
+        conn_start(w, c, now);
+    }
+}
+
+/* Storm: reconnects the slots whose retry time has come. */
+static void retry_turn(struct worker *w, uint64_t now, uint64_t *wake)
+{
+    uint32_t n = w->retry_len, slot;
+    struct conn *c;
+
+    while (n-- > 0) {
+        slot = w->retry[w->retry_head];
+        w->retry_head = w->retry_head + 1 == w->nconns ? 0 : w->retry_head + 1;
+        w->retry_len--;
+        c = &w->conns[slot];
+        if (c->retry_at > now) {
+            retry_push(w, c, c->retry_at);
+            if (c->retry_at < *wake)
+                *wake = c->retry_at;
+            continue;
+        }
+        if (w->issued >= w->quota)
+            continue;                   /* parked */
+        w->issued++;
+        conn_start(w, c, now);
+    }
+    if (w->retry_len > 0 && *wake > now)
+        *wake = now;
+}
+
+/* Gives -n budget that came back from a closed connection to idle ones. */
+static void refill_turn(struct worker *w, uint64_t now)
+{
+    uint32_t i;
+
+    w->refill = false;
+    for (i = 0; i < w->nconns && w->issued < w->quota; i++)
+        if (w->conns[i].state == C_OPEN && w->o->rate <= 0)
+            echo_pump(w, &w->conns[i], now);
+}
+
+/* Closes connections whose connect or reply is over --timeout. */
+static void sweep(struct worker *w, uint64_t now)
+{
+    uint64_t limit = w->o->timeout_ns;
+    bool replies = w->o->mode == TP_STRESS_ECHO || w->o->mode == TP_STRESS_STORM;
+    struct conn *c;
+    uint32_t i;
+
+    for (i = 0; i < w->nconns; i++) {
+        c = &w->conns[i];
+        if (c->fd < 0 || now <= c->wait_since + limit)
+            continue;
+        if (c->state == C_CONNECTING ||
+            (c->state == C_OPEN && replies && in_flight(c) > 0))
+            conn_close(w, c, TP_STRESS_ERR_TIMEOUT, now);
+    }
+}
+
+/* Makes the latest counters and latencies visible to tp_stress_engine_snap. */
+static void publish(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    tp_hist_merge(w->pub_hist, w->cur);
+    w->pub_n = w->n;
+    w->pub_open = w->open;
+    pthread_mutex_unlock(&w->lock);
+    tp_hist_merge(w->total, w->cur);
+    tp_hist_init(w->cur);
+}
+
+/* The periodic work of a loop turn; lowers *wake to when it is next due. */
+static void turn(struct worker *w, uint64_t now, uint64_t *wake)
+{
+    open_turn(w, now);
+    if (w->next_open < w->nconns && w->pending < MAX_PENDING && w->ramp > 0 &&
+        tp_pace_next(&w->ramp_pace) < *wake)
+        *wake = tp_pace_next(&w->ramp_pace);
+    if (w->retry_len > 0)
+        retry_turn(w, now, wake);
+    if (w->refill)
+        refill_turn(w, now);
+    if (w->o->rate > 0 && w->pace_started && w->issued < w->quota) {
+        pace_turn(w, now);
+        if (tp_pace_next(&w->pace) < *wake)
+            *wake = tp_pace_next(&w->pace);
+    }
+    if (now >= w->next_sweep) {
+        sweep(w, now);
+        w->next_sweep = now + SWEEP_NS;
+    }
+    if (w->next_sweep < *wake)
+        *wake = w->next_sweep;
+    if (w->cur != NULL) {
+        if (now >= w->next_publish) {
+            publish(w);
+            w->next_publish = now + PUBLISH_NS;
+        }
+        if (w->next_publish < *wake)
+            *wake = w->next_publish;
+    }
+}
+
+static bool is_finished(const struct worker *w)
+{
+    if (w->o->mode == TP_STRESS_STORM)
+        return w->n.msgs >= w->quota;
+    if (w->next_open < w->nconns || w->pending > 0)
+        return false;
+    return w->live == 0 || (w->o->mode == TP_STRESS_ECHO && w->n.msgs >= w->quota);
+}
+
+static int wait_events(struct worker *w, struct epoll_event *ev, uint64_t now, uint64_t wake)
+{
+    uint64_t d = wake > now ? wake - now : 0;
+    struct timespec ts;
+    int n;
+
+    if (d > MAX_WAIT_NS)
+        d = MAX_WAIT_NS;
+    ts.tv_sec = (time_t)(d / 1000000000ull);
+    ts.tv_nsec = (long)(d % 1000000000ull);
+    if (!w->no_pwait2) {
+        n = epoll_pwait2(w->epfd, ev, MAX_EVENTS, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n < 0 && errno == EINTR ? 0 : n;
+        w->no_pwait2 = true;
+    }
+    n = epoll_wait(w->epfd, ev, MAX_EVENTS, (int)((d + MS - 1) / MS));
+    return n < 0 && errno == EINTR ? 0 : n;
+}
+
+/* Closes what is left at the end of the run (not counted as errors). */
+static void worker_finish(struct worker *w, uint64_t now)
+{
+    uint32_t i;
+
+    w->stopping = true;
+    w->end_ns = now;
+    w->open_at_end = w->open;
+    if (w->cur != NULL)
+        publish(w);
+    for (i = 0; i < w->nconns; i++)
+        if (w->conns[i].fd >= 0)
+            conn_close(w, &w->conns[i], -1, now);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct tp_stress_engine *e = w->e;
+    struct epoll_event ev[MAX_EVENTS];
+    uint64_t now = e->start_ns, wake;
+    int n, i;
+
+    w->next_sweep = now + SWEEP_NS;
+    w->next_publish = now + PUBLISH_NS;
+    if (w->ramp > 0)
+        tp_pace_init(&w->ramp_pace, now, w->ramp);
+    if (w->rate > 0)
+        prctl(PR_SET_TIMERSLACK, 1000UL);   /* wake on schedule, not 50 us late */
+    for (;;) {
+        wake = e->deadline_ns;
+        turn(w, now, &wake);
+        if (is_finished(w) || now >= e->deadline_ns ||
+            atomic_load_explicit(&e->stop, memory_order_relaxed))
+            break;
+        n = wait_events(w, ev, now, wake);
+        if (n < 0) {
+            w->notes |= TP_STRESS_NOTE_ERRNO;
+            w->other_errno = errno;
+            break;
+        }
+        now = tp_stress_now_ns();
+        for (i = 0; i < n; i++)
+            on_event(w, &ev[i], now);
+    }
+    worker_finish(w, tp_stress_now_ns());
+    atomic_fetch_sub(&e->running, 1);
+    return NULL;
+}
+
+/* This thread's share of x, when conns are spread as worker_init does. */
+static uint64_t share(uint64_t x, uint32_t first, uint32_t n, uint32_t conns)
+{
+    unsigned __int128 hi = (unsigned __int128)x * (first + n) / conns;
+    unsigned __int128 lo = (unsigned __int128)x * first / conns;
+
+    return (uint64_t)(hi - lo);
+}
+
+static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool progress)
+{
+    uint32_t i, k;
+
+    w->conns = calloc(w->nconns, sizeof(*w->conns));
+    w->rbuf = malloc(RBUF_SIZE);
+    w->total = malloc(sizeof(*w->total));
+    if (w->conns == NULL || w->rbuf == NULL || w->total == NULL)
+        return -ENOMEM;
+    if (o->mode == TP_STRESS_ECHO || o->mode == TP_STRESS_STORM) {
+        w->ring_len = o->depth * o->size;
+        w->rings = malloc((size_t)w->nconns * w->ring_len);
+        w->stamps = malloc((size_t)w->nconns * o->depth * sizeof(*w->stamps));
+        if (w->rings == NULL || w->stamps == NULL)
+            return -ENOMEM;
+    }
+    if (o->mode == TP_STRESS_STORM && (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
+        return -ENOMEM;
+    if (o->mode == TP_STRESS_SLOW) {
+        k = o->size < SLOW_BLOCK ? SLOW_BLOCK / o->size : 1;
+        w->slow_len = k * o->size;
+        if ((w->slow_block = malloc(w->slow_len)) == NULL)
+            return -ENOMEM;
+        for (i = 0; i < k; i++)
+            tp_stress_msg_fill(w->slow_block + (size_t)i * o->size, o->size, 0, i);
+    }
+    if (progress) {
+        w->cur = malloc(sizeof(*w->cur));
+        w->pub_hist = malloc(sizeof(*w->pub_hist));
+        if (w->cur == NULL || w->pub_hist == NULL)
+            return -ENOMEM;
+        tp_hist_init(w->cur);
+        tp_hist_init(w->pub_hist);
+    }
+    return 0;
+}
+
+/* Worker i of e: its slice of the connections, budget and buffers. */
+static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
+{
+    const struct tp_stress_opts *o = &e->o;
+    uint32_t per = o->conns / e->nworkers, extra = o->conns % e->nworkers, j;
+    int err;
+
+    w->e = e;
+    w->o = o;
+    w->epfd = -1;
+    w->first = i * per + (i < extra ? i : extra);
+    w->nconns = per + (i < extra);
+    w->live = w->nconns;
+    w->quota = o->messages ? share(o->messages, w->first, w->nconns, o->conns) : UINT64_MAX;
+    w->rate = o->rate * w->nconns / o->conns;
+    w->ramp = o->ramp * w->nconns / o->conns;
+    w->conn_period = w->rate > 0 ? 1e9 / w->rate * w->nconns : 0;
+    w->src_next = w->first;
+    pthread_mutex_init(&w->lock, NULL);
+    if ((err = worker_alloc(w, o, e->progress)) < 0)
+        return err;
+    tp_hist_init(w->total);
+    w->rec = w->cur != NULL ? w->cur : w->total;
+    for (j = 0; j < w->nconns; j++) {
+        w->conns[j].fd = -1;
+        w->conns[j].index = w->first + j;
+        if (w->rings != NULL) {
+            w->conns[j].ring = w->rings + (size_t)j * w->ring_len;
+            w->conns[j].stamps = w->stamps + (size_t)j * o->depth;
+        }
+    }
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return w->epfd < 0 ? -errno : 0;
+}
+
+static void worker_fini(struct worker *w)
+{
+    if (w->epfd >= 0)
+        close(w->epfd);
+    pthread_mutex_destroy(&w->lock);
+    free(w->conns);
+    free(w->rbuf);
+    free(w->rings);
+    free(w->stamps);
+    free(w->retry);
+    free(w->slow_block);
+    free(w->total);
+    free(w->cur);
+    free(w->pub_hist);
+}
+
+tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
+                                            const struct sockaddr *addr, socklen_t addrlen,
+                                            bool progress, char *err, size_t errlen)
+{
+    struct tp_stress_engine *e = calloc(1, sizeof(*e));
+    uint32_t i;
+    int rc;
+
+    if (e == NULL)
+        goto out_nomem;
+    e->o = *o;
+    if (e->o.mode == TP_STRESS_STORM)
+        e->o.depth = 1;
+    memcpy(&e->addr, addr, addrlen);
+    e->addrlen = addrlen;
+    e->progress = progress;
+    e->nworkers = o->threads;
+    e->w = calloc(e->nworkers, sizeof(*e->w));
+    if (e->w == NULL)
+        goto out_free_engine;
+    for (i = 0; i < e->nworkers; i++) {
+        if ((rc = worker_init(e, &e->w[i], i)) < 0) {
+            snprintf(err, errlen, "setting up thread %u: %s", i, strerror(-rc));
+            e->nworkers = i + 1;
+            tp_stress_engine_destroy(e);
+            return NULL;
+        }
+    }
+    return e;
+out_free_engine:
+    free(e);
+out_nomem:
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+}
+
+int tp_stress_engine_start(tp_stress_engine_t *e)
+{
+    uint32_t i;
+    int rc;
+
+    e->start_ns = tp_stress_now_ns();
+    e->deadline_ns = e->start_ns + e->o.duration_ns;
+    atomic_store(&e->running, e->nworkers);
+    for (i = 0; i < e->nworkers; i++) {
+        rc = pthread_create(&e->w[i].tid, NULL, worker_main, &e->w[i]);
+        if (rc != 0) {
+            atomic_store(&e->stop, true);
+            atomic_fetch_sub(&e->running, e->nworkers - i);
+            return -rc;
+        }
+        e->w[i].started = true;
+    }
+    return 0;
+}
+
+void tp_stress_engine_stop(tp_stress_engine_t *e)
+{
+    atomic_store_explicit(&e->stop, true, memory_order_relaxed);
+}
+
+bool tp_stress_engine_is_done(tp_stress_engine_t *e)
+{
+    return atomic_load(&e->running) == 0;
+}
+
+static void add_counts(struct tp_stress_counts *dst, const struct tp_stress_counts *src)
+{
+    int k;
+
+    dst->msgs += src->msgs;
+    dst->bytes += src->bytes;
+    dst->sent_msgs += src->sent_msgs;
+    dst->sent_bytes += src->sent_bytes;
+    dst->opened += src->opened;
+    for (k = 0; k < TP_STRESS_ERR_KINDS; k++)
+        dst->err[k] += src->err[k];
+}
+
+void tp_stress_engine_snap(tp_stress_engine_t *e, struct tp_stress_snap *s)
+{
+    struct worker *w;
+    uint32_t i;
+
+    for (i = 0; i < e->nworkers; i++) {
+        w = &e->w[i];
+        if (w->pub_hist == NULL)
+            continue;
+        pthread_mutex_lock(&w->lock);
+        tp_hist_merge(s->interval, w->pub_hist);
+        tp_hist_init(w->pub_hist);
+        add_counts(&s->n, &w->pub_n);
+        s->open += w->pub_open;
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
+{
+    struct worker *w;
+    uint32_t i, d;
+
+    memset(r, 0, offsetof(struct tp_stress_result, hist));
+    tp_hist_init(&r->hist);
+    r->start_ns = r->end_ns = e->start_ns;
+    for (i = 0; i < e->nworkers; i++) {
+        w = &e->w[i];
+        if (!w->started)
+            continue;
+        pthread_join(w->tid, NULL);
+        w->started = false;
+        if (w->end_ns > r->end_ns)
+            r->end_ns = w->end_ns;
+        r->open_at_end += w->open_at_end;
+        add_counts(&r->n, &w->n);
+        tp_hist_merge(&r->hist, w->total);
+        if ((w->notes & TP_STRESS_NOTE_ERRNO) && !(r->notes & TP_STRESS_NOTE_ERRNO))
+            r->other_errno = w->other_errno;
+        r->notes |= w->notes;
+        for (d = 0; d < w->ndetails; d++) {
+            if (r->ndetails < TP_STRESS_MAX_DETAILS)
+                memcpy(r->details[r->ndetails++], w->details[d], sizeof(r->details[0]));
+            else
+                r->details_dropped++;
+        }
+        r->details_dropped += w->details_dropped;
+    }
+}
+
+void tp_stress_engine_destroy(tp_stress_engine_t *e)
+{
+    uint32_t i;
+
+    if (e == NULL)
+        return;
+    for (i = 0; i < e->nworkers; i++)
+        worker_fini(&e->w[i]);
+    free(e->w);
+    free(e);
+}

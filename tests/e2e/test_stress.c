@@ -1,0 +1,592 @@
+/* The built tidepool-stress end to end: against the built tidepool server in
+ * every mode, against a server thread here that corrupts one reply byte, and
+ * against a port where nothing listens. Every child is stopped and reaped
+ * (.fini too, if an assertion ends a test early); every wait is bounded. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STRESS TP_BIN_DIR "/tidepool-stress"
+#define SERVER TP_BIN_DIR "/tidepool"
+#define LOG_MAX 65536
+
+struct server {
+    pid_t pid;
+    int err_fd;               /* its stderr */
+    unsigned port;
+    char conf[64];
+    char log[LOG_MAX];
+    size_t loglen;
+};
+
+struct run {
+    int code;                 /* exit code; 128 + signal if killed */
+    char out[LOG_MAX];        /* stdout and stderr together */
+    size_t len;
+};
+
+static struct server srv = { .pid = -1, .err_fd = -1 };
+static pid_t stress_pid = -1;
+static struct run res;
+static char json_path[64];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Appends what fd has to buf until needle shows up (NULL: EOF) or the
+ * deadline passes. Returns whether needle (or EOF) was seen. */
+static bool read_until(int fd, char *buf, size_t *len, const char *needle, uint64_t deadline)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    uint64_t now;
+    ssize_t n;
+
+    while ((now = now_ms()) < deadline) {
+        if (needle != NULL && strstr(buf, needle) != NULL)
+            return true;
+        if (poll(&pfd, 1, (int)(deadline - now)) <= 0)
+            continue;
+        n = read(fd, buf + *len, LOG_MAX - 1 - *len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return needle == NULL;
+        *len += (size_t)n;
+        buf[*len] = '\0';
+        if (*len == LOG_MAX - 1)
+            *len = 0;        /* keep reading; only the tail matters */
+    }
+    return needle != NULL && strstr(buf, needle) != NULL;
+}
+
+/* Waits up to ms for pid; 1 and *status if it exited, 0 if not. */
+static int wait_for(pid_t pid, int *status, int ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)ms;
+
+    do {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return 1;
+        usleep(10000);
+    } while (now_ms() < deadline);
+    return 0;
+}
+
+/* Waits up to 5 s for pid to exit, then SIGKILLs it; always reaped.
+ * Returns the wait status. */
+static int reap(pid_t pid)
+{
+    int status = 0;
+
+    if (!wait_for(pid, &status, 5000)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    return status;
+}
+
+/* Starts the built server on 127.0.0.1:0 with two workers and learns its port
+ * from its "listening on" line. */
+static void server_start(void)
+{
+    static const char conf[] = "listen 127.0.0.1:0;\nworkers 2;\n";
+    const char *line;
+    int fd, p[2];
+
+    snprintf(srv.conf, sizeof(srv.conf), "/tmp/tp_e2e_stress_XXXXXX");
+    fd = mkstemp(srv.conf);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, conf, sizeof(conf) - 1), (ssize_t)sizeof(conf) - 1);
+    close(fd);
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    srv.pid = fork();
+    cr_assert_geq(srv.pid, 0);
+    if (srv.pid == 0) {
+        dup2(p[1], STDERR_FILENO);
+        execl(SERVER, "tidepool", "-c", srv.conf, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    srv.err_fd = p[0];
+    srv.loglen = 0;
+    srv.log[0] = '\0';
+    cr_assert(read_until(srv.err_fd, srv.log, &srv.loglen, "(app echo, framing line)",
+                         now_ms() + 10000), "server did not start: %s", srv.log);
+    line = strstr(srv.log, "listening on 127.0.0.1:");
+    cr_assert_not_null(line, "%s", srv.log);
+    cr_assert_eq(sscanf(line, "listening on 127.0.0.1:%u (app echo", &srv.port), 1);
+    cr_assert_gt(srv.port, 0);
+}
+
+/* Stops the server and returns the "messages N" of its stats line, or -1. */
+static long long server_stop(void)
+{
+    const char *stats;
+    long long msgs = -1;
+
+    if (srv.pid <= 0)
+        return -1;
+    kill(srv.pid, SIGTERM);
+    read_until(srv.err_fd, srv.log, &srv.loglen, NULL, now_ms() + 5000);
+    reap(srv.pid);
+    srv.pid = -1;
+    close(srv.err_fd);
+    srv.err_fd = -1;
+    unlink(srv.conf);
+    stats = strstr(srv.log, "stats:");
+    if (stats != NULL && (stats = strstr(stats, "messages ")) != NULL)
+        msgs = atoll(stats + 9);
+    return msgs;
+}
+
+static void cleanup(void)
+{
+    if (stress_pid > 0) {
+        kill(stress_pid, SIGKILL);
+        reap(stress_pid);
+        stress_pid = -1;
+    }
+    server_stop();
+    if (json_path[0] != '\0')
+        unlink(json_path);
+}
+
+TestSuite(stress, .fini = cleanup, .timeout = 60);
+
+/* Starts tidepool-stress with the NULL-terminated arguments; output to a pipe. */
+static int stress_spawn(const char *first, va_list ap)
+{
+    char *argv[40];
+    int argc = 0, p[2];
+    const char *a;
+
+    argv[argc++] = (char *)"tidepool-stress";
+    for (a = first; a != NULL && argc < 39; a = va_arg(ap, const char *))
+        argv[argc++] = (char *)a;
+    argv[argc] = NULL;
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    stress_pid = fork();
+    cr_assert_geq(stress_pid, 0);
+    if (stress_pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        dup2(p[1], STDERR_FILENO);
+        execv(STRESS, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    res.len = 0;
+    res.out[0] = '\0';
+    return p[0];
+}
+
+/* Collects the output until EOF (at most limit_ms) and reaps the tool. */
+static void stress_finish(int fd, int limit_ms)
+{
+    int status;
+
+    read_until(fd, res.out, &res.len, NULL, now_ms() + (uint64_t)limit_ms);
+    close(fd);
+    status = reap(stress_pid);
+    stress_pid = -1;
+    res.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    /* Under -DTP_SANITIZE the tool's own reports land here. */
+    cr_assert_null(strstr(res.out, "Sanitizer"), "%s", res.out);
+    cr_assert_null(strstr(res.out, "runtime error"), "%s", res.out);
+}
+
+/* Starts tidepool-stress in the background; stress_finish() collects it. */
+static int stress_start(const char *first, ...)
+{
+    va_list ap;
+    int fd;
+
+    va_start(ap, first);
+    fd = stress_spawn(first, ap);
+    va_end(ap);
+    return fd;
+}
+
+/* Runs tidepool-stress to the end (bounded by 30 s); fills res. */
+static void stress(const char *first, ...)
+{
+    va_list ap;
+    int fd;
+
+    va_start(ap, first);
+    fd = stress_spawn(first, ap);
+    va_end(ap);
+    stress_finish(fd, 30000);
+}
+
+static const char *target(unsigned port)
+{
+    static char buf[32];
+
+    snprintf(buf, sizeof(buf), "127.0.0.1:%u", port);
+    return buf;
+}
+
+static const char *new_json_path(void)
+{
+    snprintf(json_path, sizeof(json_path), "/tmp/tp_e2e_stress_%d.json", (int)getpid());
+    unlink(json_path);
+    return json_path;
+}
+
+static char json[8192];
+
+static void json_load(void)
+{
+    FILE *f = fopen(json_path, "r");
+    size_t n;
+
+    cr_assert_not_null(f, "no --json file; output:\n%s", res.out);
+    n = fread(json, 1, sizeof(json) - 1, f);
+    json[n] = '\0';
+    fclose(f);
+    cr_assert_eq(json[0], '{');
+    cr_assert_not_null(strstr(json, "}"));
+}
+
+/* The number after "key": (keys are unique in the schema). */
+static double jnum(const char *key)
+{
+    char pat[64], *end;
+    const char *p;
+    double v;
+
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(json, pat);
+    cr_assert_not_null(p, "no %s in %s", key, json);
+    v = strtod(p + strlen(pat), &end);
+    cr_assert_neq(end, p + strlen(pat), "%s is not a number in %s", key, json);
+    return v;
+}
+
+static bool jtrue(const char *key)
+{
+    char pat[64];
+
+    snprintf(pat, sizeof(pat), "\"%s\":true", key);
+    return strstr(json, pat) != NULL;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+Test(stress, echo_with_verify_runs_clean_on_two_threads)
+{
+    server_start();
+    stress("-c", "8", "-t", "2", "-d", "500ms", "-p", "2", "-q", target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "8 requested, 8 opened, 8 open at end"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "mismatch 0"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "latency"), "%s", res.out);
+    cr_assert_null(strstr(res.out, "\r"), "no progress line when stdout is a pipe");
+}
+
+Test(stress, message_limit_is_exact_and_agrees_with_the_server)
+{
+    server_start();
+    stress("-c", "5", "-t", "2", "-n", "1000", "-p", "3", "-s", "100", "--json",
+           new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("messages"), 1000, "%s", json);
+    cr_assert_eq(jnum("bytes"), 100000, "%s", json);
+    cr_assert(jtrue("ok"));
+    cr_assert_eq(server_stop(), 1000, "server log: %s", srv.log);
+}
+
+Test(stress, json_has_every_field_of_the_schema)
+{
+    static const char *keys[] = {
+        "threads", "size", "depth", "rate", "requested", "opened", "open_at_end",
+        "duration_s", "messages", "msgs_per_s", "bytes", "mb_per_s", "connects_per_s",
+        "p50", "p90", "p99", "p999", "max", "mean", "refused", "reset", "timeout",
+        "mismatch", "closed_early", "other",
+    };
+    size_t i;
+
+    server_start();
+    stress("-c", "4", "-d", "300ms", "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_not_null(strstr(json, "\"tool\":\"tidepool-stress\""), "%s", json);
+    cr_assert_not_null(strstr(json, "\"version\":\""), "%s", json);
+    cr_assert_not_null(strstr(json, "\"mode\":\"echo\""), "%s", json);
+    cr_assert_not_null(strstr(json, "\"target\":\"127.0.0.1:"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"connections\":{"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"latency_us\":{"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"errors\":{"), "%s", json);
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        (void)jnum(keys[i]);
+    cr_assert_eq(jnum("requested"), 4);
+    cr_assert_eq(jnum("opened"), 4);
+    cr_assert_eq(jnum("open_at_end"), 4);
+    cr_assert_gt(jnum("messages"), 0);
+    cr_assert_gt(jnum("msgs_per_s"), 0);
+    cr_assert_geq(jnum("duration_s"), 0.29);
+    cr_assert_lt(jnum("duration_s"), 2.0);
+    cr_assert_leq(jnum("p50"), jnum("p99"));
+    cr_assert_leq(jnum("p99"), jnum("max"));
+    cr_assert_gt(jnum("mean"), 0);
+    cr_assert(jtrue("ok"));
+}
+
+Test(stress, rate_paces_the_messages)
+{
+    double n;
+
+    server_start();
+    stress("-c", "4", "-r", "200", "-d", "1s", "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    n = jnum("messages");
+    /* 200/s for 1 s: about 200 (the schedule starts once connected). */
+    cr_assert(n >= 150 && n <= 205, "%g messages at -r 200 for 1 s: %s", n, json);
+    cr_assert_eq(jnum("rate"), 200);
+}
+
+Test(stress, hold_keeps_connections_open)
+{
+    server_start();
+    stress("--mode", "hold", "-c", "20", "-t", "2", "-d", "400ms", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("opened"), 20, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 20, "%s", json);
+    cr_assert_eq(jnum("messages"), 0, "%s", json);
+    cr_assert_eq(jnum("closed_early"), 0, "%s", json);
+}
+
+Test(stress, hold_counts_connections_the_server_closes)
+{
+    int fd;
+
+    server_start();
+    fd = stress_start("--mode", "hold", "-c", "10", "-d", "20s", "--json", new_json_path(),
+                      target(srv.port), NULL);
+    usleep(700 * 1000);
+    server_stop();            /* a graceful stop closes every connection */
+    stress_finish(fd, 15000);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("opened"), 10, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 0, "%s", json);
+    cr_assert_eq(jnum("closed_early") + jnum("reset"), 10, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 10, "ended when every connection was gone: %s", json);
+}
+
+Test(stress, storm_cycles_connections)
+{
+    server_start();
+    stress("--mode", "storm", "-c", "4", "-t", "2", "-d", "500ms", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "connects/s"), "%s", res.out);
+    json_load();
+    cr_assert_gt(jnum("messages"), 10, "%s", json);
+    cr_assert_gt(jnum("connects_per_s"), 10, "%s", json);
+    cr_assert_geq(jnum("opened"), jnum("messages"), "%s", json);
+    cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+}
+
+Test(stress, storm_message_limit_is_exact)
+{
+    server_start();
+    stress("--mode", "storm", "-c", "3", "-n", "50", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("messages"), 50, "%s", json);
+    cr_assert_eq(server_stop(), 50, "server log: %s", srv.log);
+}
+
+Test(stress, slow_sends_without_reading)
+{
+    server_start();
+    stress("--mode", "slow", "-c", "2", "-s", "1k", "-d", "500ms", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "replies not read"), "%s", res.out);
+    json_load();
+    cr_assert_gt(jnum("bytes"), 1024, "%s", json);
+    cr_assert_eq(jnum("opened"), 2, "%s", json);
+}
+
+/* A server thread that echoes, but turns byte CORRUPT_AT of the first
+ * connection it accepts into something else. */
+#define CORRUPT_AT 100
+#define MAX_PEERS 16
+
+struct corrupter {
+    int lfd;
+    unsigned port;
+    atomic_bool stop;
+    pthread_t tid;
+};
+
+static void *corrupter_main(void *arg)
+{
+    struct corrupter *k = arg;
+    struct pollfd pfd[MAX_PEERS + 1];
+    uint64_t off[MAX_PEERS + 1] = { 0 }, deadline = now_ms() + 30000;
+    int n = 1, i, accepted = 0;
+    char buf[4096];
+    ssize_t r;
+
+    pfd[0] = (struct pollfd){ .fd = k->lfd, .events = POLLIN };
+    while (!atomic_load(&k->stop) && now_ms() < deadline) {
+        if (poll(pfd, (nfds_t)n, 50) <= 0)
+            continue;
+        if ((pfd[0].revents & POLLIN) && n <= MAX_PEERS) {
+            int c = accept(k->lfd, NULL, NULL);
+
+            if (c >= 0) {
+                off[n] = accepted++ == 0 ? 0 : UINT64_MAX / 2;   /* only the first */
+                pfd[n++] = (struct pollfd){ .fd = c, .events = POLLIN };
+            }
+        }
+        for (i = 1; i < n; i++) {
+            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            r = read(pfd[i].fd, buf, sizeof(buf));
+            if (r <= 0) {
+                close(pfd[i].fd);
+                pfd[i].fd = -1;
+                continue;
+            }
+            if (off[i] <= CORRUPT_AT && off[i] + (uint64_t)r > CORRUPT_AT)
+                buf[CORRUPT_AT - off[i]] = buf[CORRUPT_AT - off[i]] == '#' ? '%' : '#';
+            off[i] += (uint64_t)r;
+            if (send(pfd[i].fd, buf, (size_t)r, MSG_NOSIGNAL) != r) {
+                close(pfd[i].fd);
+                pfd[i].fd = -1;
+            }
+        }
+    }
+    for (i = 1; i < n; i++)
+        if (pfd[i].fd >= 0)
+            close(pfd[i].fd);
+    return NULL;
+}
+
+/* A listening socket on 127.0.0.1:0; returns its fd and port. */
+static int listen_any(unsigned *port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+Test(stress, a_corrupted_reply_is_a_mismatch_and_fails_the_run)
+{
+    struct corrupter k = { 0 };
+
+    k.lfd = listen_any(&k.port);
+    cr_assert_eq(listen(k.lfd, 64), 0);
+    cr_assert_eq(pthread_create(&k.tid, NULL, corrupter_main, &k), 0);
+    stress("-c", "2", "-d", "700ms", "--json", new_json_path(), target(k.port), NULL);
+    atomic_store(&k.stop, true);
+    pthread_join(k.tid, NULL);
+    close(k.lfd);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "mismatch on connection"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "at byte 100 "), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "mismatch 1,"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("mismatch"), 1, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 1, "the other connection carried on: %s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false"), "%s", json);
+}
+
+Test(stress, nothing_listening_counts_refused_and_fails)
+{
+    unsigned port;
+
+    close(listen_any(&port));      /* bound, never listened: refused */
+    stress("-c", "3", "-d", "5s", "--json", new_json_path(), target(port), NULL);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "refused 3,"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "no connection"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("refused"), 3, "%s", json);
+    cr_assert_eq(jnum("opened"), 0, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 2, "gave up at once, not after -d: %s", json);
+}
+
+Test(stress, usage_errors_exit_2_with_one_line)
+{
+    static const char *cases[][3] = {
+        { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" },
+        { "--mode", "flood", "--mode" }, { "--src", "1.2.3-x", "--src" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        stress(cases[i][0], cases[i][1], "127.0.0.1:7000", NULL);
+        cr_assert_eq(res.code, 2, "%s %s: %s", cases[i][0], cases[i][1], res.out);
+        cr_assert_not_null(strstr(res.out, cases[i][2]), "%s", res.out);
+        cr_assert_not_null(strstr(res.out, "-h"), "a hint to -h: %s", res.out);
+        cr_assert_eq(strchr(res.out, '\n'), res.out + res.len - 1, "one line: %s", res.out);
+    }
+    stress("-c", "5", "nohost", NULL);
+    cr_assert_eq(res.code, 2, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "HOST:PORT"), "%s", res.out);
+}
+
+Test(stress, help_and_version_exit_0)
+{
+    stress("-h", NULL);
+    cr_assert_eq(res.code, 0);
+    cr_assert_not_null(strstr(res.out, "usage: tidepool-stress"), "%s", res.out);
+    stress("--version", NULL);
+    cr_assert_eq(res.code, 0);
+    cr_assert_not_null(strstr(res.out, "tidepool-stress 0."), "%s", res.out);
+}
+
+Test(stress, sigint_stops_early_and_still_reports)
+{
+    uint64_t t0;
+    int fd;
+
+    server_start();
+    t0 = now_ms();
+    fd = stress_start("-c", "4", "-d", "30s", "--json", new_json_path(), target(srv.port), NULL);
+    usleep(500 * 1000);
+    kill(stress_pid, SIGINT);
+    stress_finish(fd, 10000);
+    cr_assert_lt(now_ms() - t0, 5000, "stopped soon after SIGINT");
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "duration"), "%s", res.out);
+    json_load();
+    cr_assert_gt(jnum("messages"), 0, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 5, "%s", json);
+}
