@@ -203,7 +203,12 @@ static int conn_write(struct tp_server *s, struct tp_conn *c)
     while (c->out.head != NULL) {
         total = gather(c, iov, &niov);
         mh.msg_iovlen = (size_t)niov;
-        n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* send() skips sendmsg()'s copy-in of the header and iovec array:
+         * measurably cheaper for the common one-buffer reply. */
+        if (niov == 1)
+            n = send(c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        else
+            n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -584,6 +589,12 @@ void tp_conn__event(struct tp_server *s, struct tp_conn *c, uint32_t events)
         conn_write(s, c) < 0)
         return;
     conn_read(s, c);
+    /* Inline (workers 0) the replies exist already: write them while c is
+     * still in cache, not on the later pass over the dirty list. */
+    if (s->pool == NULL && c->out.head != NULL) {
+        tp_conn__flush(s, c);
+        return;
+    }
     maybe_finish(s, c);
 }
 

@@ -1,6 +1,6 @@
 /* peer_epoll.c - the plainest fast echo server: one thread, one epoll loop.
  *
- * Edge-triggered: read until EAGAIN and write each chunk back at once. A
+ * Edge-triggered: read until drained and write each chunk back at once. A
  * connection is its fd and nothing else, until a write comes up short: then the
  * rest is kept in a pending buffer, EPOLLOUT is added, and the connection is
  * not read again until that buffer is sent. This is the ceiling for a single
@@ -118,7 +118,7 @@ static int send_or_keep(int fd, const char *buf, size_t len)
     p->len = len - (size_t)n;
     memcpy(p->data, buf + n, p->len);
     pending[fd] = p;
-    return watch(fd, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT | EPOLLET) < 0 ? -errno : -EAGAIN;
+    return watch(fd, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0 ? -errno : -EAGAIN;
 }
 
 /* Sends pending bytes. Returns 0 once none are left (and frees the buffer),
@@ -141,9 +141,12 @@ static int flush(int fd)
     return 0;
 }
 
-/* Any event on a connection: finish pending output, then echo until EAGAIN.
- * Errors and EOF show up as read() failing or returning 0. */
-static void on_conn(int fd)
+/* Any event on a connection: finish pending output, then echo until the
+ * socket is drained. A read shorter than the buffer drained it (the next
+ * bytes raise a new edge), so no read is spent on EAGAIN, as in nginx; unless
+ * the peer also closed (EPOLLRDHUP), when we read on to see the EOF. Errors
+ * and EOF show up as read() failing or returning 0. */
+static void on_conn(int fd, uint32_t events)
 {
     static char buf[CHUNK];
     ssize_t n;
@@ -160,6 +163,8 @@ static void on_conn(int fd)
         if (n <= 0)
             break;
         rc = send_or_keep(fd, buf, (size_t)n);
+        if (rc == 0 && (size_t)n < sizeof(buf) && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            return;
     }
     if (rc != -EAGAIN)
         conn_close(fd);
@@ -171,7 +176,7 @@ static void on_accept(int lfd, rlim_t maxfd)
     int one = 1, fd;
 
     while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-        if ((rlim_t)fd >= maxfd || watch(fd, EPOLL_CTL_ADD, EPOLLIN | EPOLLET) < 0) {
+        if ((rlim_t)fd >= maxfd || watch(fd, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0) {
             close(fd);
             continue;
         }
@@ -225,7 +230,7 @@ int main(int argc, char **argv)
             else if (ev[i].data.fd == sfd)
                 running = false;
             else
-                on_conn(ev[i].data.fd);
+                on_conn(ev[i].data.fd, ev[i].events);
         }
     }
     close(lfd);
