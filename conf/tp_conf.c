@@ -772,36 +772,50 @@ static int parse_stmts(struct parser *p, struct lexer *lx, struct block *b, bool
     }
 }
 
+/* Reads the whole file (a pipe such as <(...) too) into lx, up to
+ * MAX_FILE_BYTES. */
 static int read_file(struct parser *p, const char *path, struct lexer *lx,
                      int line_of_include, const char *includer)
 {
     const char *file = includer ? includer : path;
     FILE *f = fopen(path, "rb");
     struct stat sb;
+    size_t cap = 64 * 1024, n;
 
     if (f == NULL && includer == NULL)
         return fail(p, file, 0, "cannot open: %s", strerror(errno));
     if (f == NULL)
         return fail(p, file, line_of_include, "cannot open \"%s\": %s", path, strerror(errno));
-    if (fstat(fileno(f), &sb) < 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
         fclose(f);
-        return fail(p, file, line_of_include, "cannot read \"%s\": not a regular file", path);
+        return fail(p, file, line_of_include, "cannot read \"%s\": it is a directory", path);
     }
-    if (sb.st_size > MAX_FILE_BYTES) {
-        fclose(f);
-        return fail(p, file, line_of_include, "\"%s\" is larger than %u bytes", path,
-                    MAX_FILE_BYTES);
+    lx->len = 0;
+    lx->text = NULL;
+    for (;;) {
+        char *more = realloc(lx->text, cap + 1);
+
+        if (more == NULL) {
+            fclose(f);
+            free(lx->text);
+            return fail(p, file, line_of_include, "out of memory reading \"%s\"", path);
+        }
+        lx->text = more;
+        n = fread(lx->text + lx->len, 1, cap - lx->len, f);
+        lx->len += n;
+        if (lx->len < cap || cap > MAX_FILE_BYTES)
+            break;
+        cap *= 2;
     }
-    lx->text = malloc((size_t)sb.st_size + 1);
-    if (lx->text == NULL) {
-        fclose(f);
-        return fail(p, file, line_of_include, "out of memory reading \"%s\"", path);
-    }
-    lx->len = fread(lx->text, 1, (size_t)sb.st_size, f);
-    if (ferror(f)) {
+    if (ferror(f) || lx->len > MAX_FILE_BYTES) {
+        int err = errno;
+
         fclose(f);
         free(lx->text);
-        return fail(p, file, line_of_include, "cannot read \"%s\": %s", path, strerror(errno));
+        if (lx->len > MAX_FILE_BYTES)
+            return fail(p, file, line_of_include, "\"%s\" is larger than %u bytes", path,
+                        MAX_FILE_BYTES);
+        return fail(p, file, line_of_include, "cannot read \"%s\": %s", path, strerror(err));
     }
     fclose(f);
     lx->text[lx->len] = '\0';

@@ -355,7 +355,7 @@ Test(conf, cannot_open)
     cr_assert_eq(tp_conf_load(&conf, "/nonexistent/x.conf", apps, err, sizeof(err)), -1);
     cr_expect_str_eq(err, "/nonexistent/x.conf: cannot open: No such file or directory");
     cr_assert_eq(tp_conf_load(&conf, dir, apps, err, sizeof(err)), -1);
-    cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
+    cr_expect(strstr(err, "it is a directory") != NULL, "%s", err);
 }
 
 Test(conf, hostile_input_is_refused_cleanly)
@@ -376,6 +376,31 @@ Test(conf, hostile_input_is_refused_cleanly)
     cr_expect(strstr(err, "nul.conf:2: NUL byte") != NULL, "%s", err);
     memset(big, 'a', sizeof(big) - 1);
     expect_error("listen 7000;\nworkers 1 2 3 4 5 6 7 8 9 10;\n", 2, "");
+}
+
+Test(conf, reads_a_pipe_and_refuses_a_huge_file)
+{
+    static char huge[(1 << 20) + 100];
+    char cmd[PATH_MAX + 64];
+    FILE *f;
+
+    /* As from `tidepool -t -c <(generate)`: a pipe has no size up front. */
+    snprintf(cmd, sizeof(cmd), "mkfifo %s/fifo", dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "printf 'workers 3;\\nlisten 7000;\\n' > %s/fifo &", dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "%s/fifo", dir);
+    cr_assert_eq(tp_conf_load(&conf, cmd, apps, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(conf.workers, 3);
+
+    memset(huge, '#', sizeof(huge) - 1);
+    f = fopen(put("huge.conf", ""), "w");
+    cr_assert_not_null(f);
+    fputs(huge, f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "%s/huge.conf", dir);
+    cr_assert_eq(tp_conf_load(&conf, cmd, apps, err, sizeof(err)), -1);
+    cr_expect(strstr(err, "is larger than") != NULL, "%s", err);
 }
 
 Test(conf, too_many_listeners)
