@@ -63,7 +63,8 @@ struct tp_conn {
     struct cds_list_head link;    /* l->conns; srv->free_slots when free */
     struct cds_list_head idle;    /* l->idle, oldest activity first */
     struct cds_list_head partial; /* l->partial, oldest partial first */
-    int64_t active_ms;            /* last read or write progress */
+    int64_t active_ms;            /* last read or write progress, give or take
+                                     l->idle_slack_ms (see touch()) */
     int64_t partial_ms;           /* when the partial message began */
 };
 
@@ -76,6 +77,7 @@ struct tp_listener {
     int64_t paused_until_ms;      /* accept errors (EMFILE): retry then */
     const struct tp_listen_conf *conf;
     char name[72];                /* conf address with the bound port, for logs */
+    uint32_t idle_slack_ms;       /* idle list order may lag activity this much */
     struct tp_call_env env;
     bool app_started;
     struct cds_list_head conns, idle, partial;

@@ -118,8 +118,14 @@ static void wait_for_pool(struct tp_server *s, struct tp_conn *c)
     }
 }
 
+/* Notes progress for idle_timeout. Moving c to the tail of the idle list
+ * writes two other connections' cache lines, so a busy connection moves at
+ * most once per idle_slack_ms (idle_timeout / 16, at most 1 s); expiry adds
+ * the slack, so a connection is closed late by at most that, never early. */
 static void touch(struct tp_server *s, struct tp_conn *c)
 {
+    if (s->now_ms - c->active_ms < c->l->idle_slack_ms)
+        return;
     c->active_ms = s->now_ms;
     cds_list_del(&c->idle);
     cds_list_add_tail(&c->idle, &c->l->idle);

@@ -104,6 +104,7 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
     l->fd = fd;
     l->port = tp_sock_port(fd);
     set_name(l);
+    l->idle_slack_ms = lc->idle_timeout_ms / 16 < 1000 ? lc->idle_timeout_ms / 16 : 1000;
     if ((rc = watch(s, fd, l)) < 0) {
         snprintf(err, errlen, "epoll_ctl: %s", strerror(-rc));
         return rc;
@@ -309,7 +310,7 @@ static void expire_listener(struct tp_server *s, struct tp_listener *l)
 
     while (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle)) {
         c = cds_list_first_entry(&l->idle, struct tp_conn, idle);
-        if (s->now_ms - c->active_ms < lc->idle_timeout_ms)
+        if (s->now_ms - c->active_ms < (int64_t)lc->idle_timeout_ms + l->idle_slack_ms)
             break;
         tp_server__log(s, TP_LOG_DEBUG, "%s: closing idle connection %s", l->name,
                        tp_sock_peer(c->fd, peer, sizeof(peer)));
@@ -348,7 +349,8 @@ static int wait_ms(struct tp_server *s)
             next = earliest(next, l->paused_until_ms);
         if (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle))
             next = earliest(next, cds_list_first_entry(&l->idle, struct tp_conn,
-                                                       idle)->active_ms + lc->idle_timeout_ms);
+                                                       idle)->active_ms +
+                                   lc->idle_timeout_ms + l->idle_slack_ms);
         if (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial))
             next = earliest(next, cds_list_first_entry(&l->partial, struct tp_conn,
                                                        partial)->partial_ms + lc->read_timeout_ms);
