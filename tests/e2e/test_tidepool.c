@@ -291,6 +291,7 @@ Test(tidepool, sigterm_finishes_replies_in_flight)
     struct proc p;
     uint16_t port = start(&p, put("t.conf", "listen 127.0.0.1:0;\n"));
     static char out[200000], in[200000 + 1];
+    char want[64];
     size_t n = 0, got = 0;
     int fd = dial(port);
     struct pollfd pf = { .fd = fd, .events = POLLIN };
@@ -298,7 +299,14 @@ Test(tidepool, sigterm_finishes_replies_in_flight)
     while (n < sizeof(out) - 16)
         n += (size_t)sprintf(out + n, "%zu\n", n);
     cr_assert_eq(write(fd, out, n), (ssize_t)n);
-    usleep(100 * 1000);        /* received by the server before the signal */
+    /* Wait until the server has read it all (its counters, via SIGUSR1),
+     * so the replies are owed when the signal comes. */
+    snprintf(want, sizeof(want), "bytes in %zu ", n);
+    for (int i = 0; i < 100 && strstr(p.log, want) == NULL; i++) {
+        kill(p.pid, SIGUSR1);
+        wait_log(&p, want, 100);
+    }
+    cr_assert(strstr(p.log, want) != NULL, "%s", p.log);
     kill(p.pid, SIGTERM);
     while (poll(&pf, 1, 10000) > 0) {
         ssize_t r = read(fd, in + got, sizeof(in) - got);
