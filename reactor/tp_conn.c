@@ -28,7 +28,7 @@ static const char *peer_of(const struct tp_conn *c)
 
 #define CHUNK 1024                    /* connection slots per allocation */
 #define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn */
-#define IOV_BATCH 64                  /* replies per writev */
+#define IOV_BATCH 64                  /* reply buffers per sendmsg */
 #define OUT_HARD_EXTRA (4u << 20)     /* output past 2 * send_buffer_max + this:
                                          the peer is not reading; close it */
 

@@ -1,7 +1,7 @@
 /* tp_reactor.h - the server: one epoll (edge-triggered) reactor thread.
  *
  *   socket -> read until EAGAIN -> cut whole messages -> pool work queue
- *   -> worker runs the app -> pool reply queue -> reactor -> writev -> socket
+ *   -> worker runs the app -> pool reply queue -> reactor -> send/sendmsg -> socket
  *
  * The reactor thread owns every connection; other threads name one by
  * handle. tp_server_run() is the loop; everything else is set-up, stop and
