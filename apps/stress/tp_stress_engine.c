@@ -374,6 +374,14 @@ static void want_out(struct worker *w, struct conn *c, bool on, uint64_t now)
         conn_fail(w, c, -err, now);
 }
 
+/* Counts n bytes just sent on c, and the messages they completed. */
+static void count_sent(struct worker *w, struct conn *c, size_t n)
+{
+    w->n.sent_bytes += n;
+    w->n.sent_msgs += (c->out_off + n) / w->o->size - c->out_off / w->o->size;
+    c->out_off += n;
+}
+
 /* Writes what is queued and not yet sent, in one send while it fits. */
 static void flush(struct worker *w, struct conn *c, uint64_t now)
 {
@@ -404,9 +412,7 @@ static void flush(struct worker *w, struct conn *c, uint64_t now)
             conn_fail(w, c, errno, now);
             return;
         }
-        w->n.sent_bytes += (uint64_t)n;
-        w->n.sent_msgs += (c->out_off + (uint64_t)n) / w->o->size - c->out_off / w->o->size;
-        c->out_off += (uint64_t)n;
+        count_sent(w, c, (size_t)n);
     }
     if (c->out_blocked)
         want_out(w, c, false, now);
@@ -527,9 +533,7 @@ static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_
         conn_fail(w, c, errno, now);
         return;
     }
-    w->n.sent_bytes += (uint64_t)n;
-    w->n.sent_msgs += (c->out_off + (uint64_t)n) / w->o->size - c->out_off / w->o->size;
-    c->out_off += (uint64_t)n;
+    count_sent(w, c, (size_t)n);
 }
 
 /* A connect finished (or failed): check it and start the mode's work. */
