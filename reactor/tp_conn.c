@@ -658,10 +658,15 @@ static void done(struct tp_server *s, struct tp_msg *m)
         return;
     }
     /* Inline (workers 0) this runs inside conn_read(), which goes on
-     * reading by itself; from a worker, read again later this turn. */
-    if (s->pool != NULL && (c->flags & TP_CONN_READABLE))
+     * reading and then writes by itself. From a worker: write the reply now,
+     * while c is in cache, and read again later this turn. */
+    if (s->pool == NULL) {
+        maybe_finish(s, c);
+        return;
+    }
+    if (c->flags & TP_CONN_READABLE)
         pend(s, c);
-    maybe_finish(s, c);
+    tp_conn__flush(s, c);
 }
 
 static void send_to(struct tp_server *s, struct tp_msg *m)
