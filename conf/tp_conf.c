@@ -734,6 +734,8 @@ static int parse_stmts(struct parser *p, struct lexer *lx, struct block *b, bool
         enum tok t;
 
         while ((t = lex(lx, p)) == TOK_WORD) {
+            if (nwords == MAX_ARGS + 1 && lx->tok_line == lines[0])
+                return fail(p, lx->path, lines[0], "too many values for \"%s\"", words[0]);
             if (nwords == MAX_ARGS + 1)
                 return fail(p, lx->path, lines[0], "missing \";\" after \"%s\"", words[0]);
             lines[nwords] = lx->tok_line;

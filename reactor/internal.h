@@ -146,6 +146,10 @@ void tp_conn__resume(struct tp_server *s, struct tp_conn *c);
 void tp_conn__deliver(struct tp_server *s, struct tp_msg *m);
 /* Writes c's output (it was on srv->dirty). */
 void tp_conn__flush(struct tp_server *s, struct tp_conn *c);
+
+/* c's peer address as text, for the rare log line; valid until the next
+ * call. Reactor thread. */
+const char *tp_conn__peer(const struct tp_conn *c);
 /* The one close path. */
 void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason why);
 /* Shutdown: no more input; finish what was read and close. */

@@ -18,8 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* The peer's address, for the rare log line (reactor thread only). */
-static const char *peer_of(const struct tp_conn *c)
+const char *tp_conn__peer(const struct tp_conn *c)
 {
     static char buf[64];
 
@@ -245,7 +244,7 @@ void tp_conn__flush(struct tp_server *s, struct tp_conn *c)
     if (c->flags & TP_CONN_OVERFLOW) {
         tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it does not read what it "
                        "is sent (%zu bytes unsent)", c->l->name,
-                       peer_of(c), c->out_bytes);
+                       tp_conn__peer(c), c->out_bytes);
         tp_conn_close(s, c, TP_CLOSE_ERROR);
         return;
     }
@@ -356,14 +355,14 @@ static int cut_input(struct tp_server *s, struct tp_conn *c)
     if (err < 0) {
         tp_server__log(s, TP_LOG_INFO, "%s: closing %s: message longer than "
                        "max_message (%u bytes)", c->l->name,
-                       peer_of(c), lc->max_message);
+                       tp_conn__peer(c), lc->max_message);
         tp_conn_close(s, c, TP_CLOSE_OVERSIZE);
         return -1;
     }
     track_partial(s, c, count);
     if (ship(s, c) < 0) {
         tp_server__log(s, TP_LOG_ERROR, "%s: out of memory, closing %s", c->l->name,
-                       peer_of(c));
+                       tp_conn__peer(c));
         tp_conn_close(s, c, TP_CLOSE_ERROR);
         return -1;
     }
@@ -428,7 +427,7 @@ static void conn_read(struct tp_server *s, struct tp_conn *c)
         if (room == 0) {
             tp_server__log(s, TP_LOG_ERROR, "%s: no memory for a read buffer, "
                            "closing %s", c->l->name,
-                           peer_of(c));
+                           tp_conn__peer(c));
             tp_conn_close(s, c, TP_CLOSE_ERROR);
             return;
         }
@@ -565,7 +564,7 @@ void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason 
         if (c->rbuf->len > 0 && why == TP_CLOSE_PEER)
             tp_server__log(s, TP_LOG_DEBUG, "%s: %s closed in the middle of a "
                            "message; %u bytes dropped", c->l->name,
-                           peer_of(c), c->rbuf->len);
+                           tp_conn__peer(c), c->rbuf->len);
         TP_STAT_ADD(s, bytes_discarded, c->rbuf->len);
         tp_msg_cache_put(&s->cache, c->rbuf);
         c->rbuf = NULL;

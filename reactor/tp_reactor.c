@@ -306,14 +306,13 @@ static void expire_listener(struct tp_server *s, struct tp_listener *l)
 {
     const struct tp_listen_conf *lc = l->conf;
     struct tp_conn *c;
-    char peer[64];
 
     while (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle)) {
         c = cds_list_first_entry(&l->idle, struct tp_conn, idle);
         if (s->now_ms - c->active_ms < (int64_t)lc->idle_timeout_ms + l->idle_slack_ms)
             break;
         tp_server__log(s, TP_LOG_DEBUG, "%s: closing idle connection %s", l->name,
-                       tp_sock_peer(c->fd, peer, sizeof(peer)));
+                       tp_conn__peer(c));
         tp_conn_close(s, c, TP_CLOSE_IDLE);
     }
     while (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial)) {
@@ -321,7 +320,7 @@ static void expire_listener(struct tp_server *s, struct tp_listener *l)
         if (s->now_ms - c->partial_ms < lc->read_timeout_ms)
             break;
         tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it held a partial message "
-                       "past read_timeout", l->name, tp_sock_peer(c->fd, peer, sizeof(peer)));
+                       "past read_timeout", l->name, tp_conn__peer(c));
         tp_conn_close(s, c, TP_CLOSE_READ_TIMEOUT);
     }
 }

@@ -375,7 +375,7 @@ Test(conf, hostile_input_is_refused_cleanly)
     cr_assert_eq(tp_conf_load(&conf, big, apps, err, sizeof(err)), -1);
     cr_expect(strstr(err, "nul.conf:2: NUL byte") != NULL, "%s", err);
     memset(big, 'a', sizeof(big) - 1);
-    expect_error("listen 7000;\nworkers 1 2 3 4 5 6 7 8 9 10;\n", 2, "");
+    expect_error("listen 7000;\nworkers 1 2 3 4 5 6 7 8 9 10;\n", 2, "too many values for \"workers\"");
 }
 
 Test(conf, reads_a_pipe_and_refuses_a_huge_file)
