@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_FILE_BYTES (1u << 20)
 #define MAX_TOKEN 4096
@@ -34,6 +35,8 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     l->idle_timeout_ms = 5 * 60 * 1000;
     l->read_timeout_ms = 60 * 1000;
     l->send_buffer_max = 1024 * 1024;
+    l->lingering_timeout_ms = 5 * 1000;
+    l->lingering_max = 16 * 1024 * 1024;
     l->backlog = 4096;
     l->reuseport = false;
     l->tcp_nodelay = true;
@@ -47,6 +50,16 @@ static void init_globals(struct tp_conf *conf)
     conf->log_level = TP_LOG_INFO;
     conf->shutdown_timeout_ms = 10 * 1000;
     conf->queue_max = 64ull * 1024 * 1024;
+}
+
+unsigned tp_conf_workers(const struct tp_conf *conf)
+{
+    long ncpu;
+
+    if (conf->workers >= 0)
+        return (unsigned)conf->workers;
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return ncpu > 0 ? (unsigned)ncpu : 1;
 }
 
 void tp_conf_init(struct tp_conf *conf)
@@ -528,6 +541,17 @@ static int set_send_buffer_max(struct parser *p, const struct stmt *st, struct t
     return get_size(p, st, 4096, 1ull << 32, "a size from 4k to 4g", &l->send_buffer_max);
 }
 
+static int set_lingering_timeout(struct parser *p, const struct stmt *st,
+                                 struct tp_listen_conf *l)
+{
+    return get_time(p, st, &l->lingering_timeout_ms);
+}
+
+static int set_lingering_max(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return get_size(p, st, 0, 1ull << 40, "a size from 0 to 1024g", &l->lingering_max);
+}
+
 static int set_backlog(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     uint64_t v;
@@ -564,6 +588,9 @@ static const struct directive directives[] = {
     { "backlog", CTX_LISTEN, 1, 1, set_backlog, "backlog N;", 6 },
     { "reuseport", CTX_LISTEN, 1, 1, set_reuseport, "reuseport on|off;", 7 },
     { "tcp_nodelay", CTX_LISTEN, 1, 1, set_tcp_nodelay, "tcp_nodelay on|off;", 8 },
+    { "lingering_timeout", CTX_LISTEN, 1, 1, set_lingering_timeout,
+      "lingering_timeout TIME;", 9 },
+    { "lingering_max", CTX_LISTEN, 1, 1, set_lingering_max, "lingering_max SIZE;", 10 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };

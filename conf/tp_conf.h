@@ -29,6 +29,9 @@ struct tp_listen_conf {
     uint32_t idle_timeout_ms;         /* default 5m */
     uint32_t read_timeout_ms;         /* partial message held this long closes; default 60s */
     uint64_t send_buffer_max;         /* unsent reply bytes before reading pauses; default 1m */
+    uint32_t lingering_timeout_ms;    /* a close the server starts waits this long at most
+                                         for the peer to take its replies; default 5s */
+    uint64_t lingering_max;           /* input read and dropped meanwhile, at most; default 16m */
     int backlog;                      /* listen(2) backlog; default 4096 */
     bool reuseport;                   /* default off */
     bool tcp_nodelay;                 /* default on */
@@ -49,6 +52,10 @@ struct tp_conf {
 /* Fills conf with the built-in default: the global defaults above and one
  * listener, 127.0.0.1:7000, app echo, line framing. Any thread. */
 void tp_conf_init(struct tp_conf *conf);
+
+/* The worker threads conf asks for: workers, or for auto (-1) one per online
+ * CPU. 0 means the apps run inline on the reactor thread. */
+unsigned tp_conf_workers(const struct tp_conf *conf);
 
 /* Resets a listener block to its defaults (no address, app "echo"). */
 void tp_conf_listen_init(struct tp_listen_conf *l);

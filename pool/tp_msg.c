@@ -55,9 +55,9 @@ void tp_msg_free(struct tp_msg *m)
     free(m);
 }
 
-size_t tp_msg_small_cap(void)
+size_t tp_msg_class_cap(unsigned sclass)
 {
-    return class_size[1] - sizeof(struct tp_msg);
+    return sclass < NCLASS ? class_size[sclass] - sizeof(struct tp_msg) : 0;
 }
 
 void tp_msg_cache_init(struct tp_msg_cache *c)

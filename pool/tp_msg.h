@@ -99,8 +99,10 @@ void tp_msg_cache_put(struct tp_msg_cache *c, struct tp_msg *m);
 struct tp_msg *tp_msg_cache_move(struct tp_msg_cache *c, struct tp_msg *m,
                                  uint32_t from, size_t cap);
 
-/* Bytes of the smallest size class: a read buffer's usual capacity. */
-size_t tp_msg_small_cap(void);
+/* Bytes of data a message of size class sclass holds: class 0 is a bare
+ * header (a broadcast's per-recipient slot), 1 the smallest with data, a read
+ * buffer's usual size; each class after holds more. 0 past the last. */
+size_t tp_msg_class_cap(unsigned sclass);
 
 /* Singly linked FIFO of messages through ->next; owned by one thread. */
 struct tp_msg_list {

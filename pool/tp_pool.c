@@ -5,7 +5,10 @@
  * of the reply queue. A worker about to sleep publishes `sleeping` and checks
  * its queue again; the reactor publishes work and then checks `sleeping`.
  * Both sides use full barriers, so one of them always sees the other and no
- * wake-up is lost (the sleeping-flag form of h2o's multithread queue). */
+ * wake-up is lost (the sleeping-flag form of h2o's multithread queue).
+ *
+ * With no workers the pool is inline: the same submit, flush and drain, with
+ * flush running the work on the calling thread into a plain reply list. */
 #include "tp_pool.h"
 
 #include <errno.h>
@@ -54,6 +57,8 @@ struct tp_pool {
     struct cds_wfcq_tail taken_tail;
     uint64_t backlog, backlog_max;
     size_t inflight;
+    /* Inline pools only (nworkers == 0): staged work and finished replies. */
+    struct tp_msg_list stage, done;
 };
 
 static long futex(atomic_int *word, int op, int val)
@@ -168,7 +173,7 @@ tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
     unsigned i;
     int err;
 
-    if (nworkers == 0 || nworkers > UINT16_MAX) {
+    if (nworkers > UINT16_MAX) {
         errno = EINVAL;
         return NULL;
     }
@@ -182,6 +187,11 @@ tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
     p->nworkers = nworkers;
     __cds_wfcq_init(&p->reply_head, &p->reply_tail);
     __cds_wfcq_init(&p->taken_head, &p->taken_tail);
+    tp_msg_list_init(&p->stage);
+    tp_msg_list_init(&p->done);
+    p->event_fd = -1;
+    if (nworkers == 0)
+        return p;
     p->workers = aligned_alloc(64, sizeof(*p->workers) * nworkers);
     if (p->workers == NULL)
         goto out_free_pool;
@@ -233,28 +243,52 @@ int tp_pool_submit(tp_pool_t *p, struct tp_msg *m)
 
     if (m->len > 0 && tp_pool_is_full(p))
         return -ENOBUFS;
-    w = least_busy(p);
-    m->worker = w->index;
     m->charge = m->len;
-    w->held++;
     p->backlog += m->charge;
     p->inflight++;
+    if (p->nworkers == 0) {
+        tp_msg_list_push(&p->stage, m);
+        return 0;
+    }
+    w = least_busy(p);
+    m->worker = w->index;
+    w->held++;
     tp_msg_list_push(&w->stage, m);
     return 0;
 }
 
-int tp_pool_is_full(const tp_pool_t *p)
+bool tp_pool_is_full(const tp_pool_t *p)
 {
     return p->inflight > 0 && p->backlog >= p->backlog_max;
 }
 
-void tp_pool_flush(tp_pool_t *p)
+/* Inline: runs the staged work here, in order, onto the reply list. */
+static size_t run_inline(struct tp_pool *p)
+{
+    struct tp_msg_list out;
+    struct tp_msg *m;
+    size_t n = 0;
+
+    while ((m = tp_msg_list_pop(&p->stage)) != NULL) {
+        tp_msg_list_init(&out);
+        p->work(p->arg, m, &out);
+        while ((m = tp_msg_list_pop(&out)) != NULL)
+            tp_msg_list_push(&p->done, m);
+        n++;
+    }
+    return n;
+}
+
+size_t tp_pool_flush(tp_pool_t *p)
 {
     struct __cds_wfcq_head h;
     struct cds_wfcq_tail t;
     struct tp_msg *m;
+    size_t n = 0;
     unsigned i;
 
+    if (p->nworkers == 0)
+        return run_inline(p);
     for (i = 0; i < p->nworkers; i++) {
         struct worker *w = &p->workers[i];
 
@@ -265,10 +299,17 @@ void tp_pool_flush(tp_pool_t *p)
             cds_wfcq_node_init(&m->node);
             tp_tsan_release(m);
             cds_wfcq_enqueue(&h, &t, &m->node);
+            n++;
         }
         __cds_wfcq_splice_blocking(&w->head, &w->tail, &h, &t);
         wake(w);
     }
+    return n;
+}
+
+bool tp_pool_is_inline(const tp_pool_t *p)
+{
+    return p->nworkers == 0;
 }
 
 int tp_pool_event_fd(const tp_pool_t *p)
@@ -281,7 +322,8 @@ static void returned(struct tp_pool *p, struct tp_msg *m)
 {
     if (m->kind != TP_MSG_DONE)
         return;
-    p->workers[m->worker].held--;
+    if (p->nworkers > 0)
+        p->workers[m->worker].held--;
     p->backlog -= m->charge;
     p->inflight--;
 }
@@ -296,6 +338,14 @@ int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out, bool *again
     /* Clear, then drain: a reply enqueued after the splice below finds the
      * queue empty and writes the eventfd again, so none is left behind. */
     *again = false;
+    if (p->nworkers == 0) {
+        while ((m = tp_msg_list_pop(&p->done)) != NULL) {
+            returned(p, m);
+            tp_msg_list_push(out, m);
+            n++;
+        }
+        return n;
+    }
     if (clear && read(p->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
         *again = true;      /* not expected of an eventfd; look again soon */
     if (__cds_wfcq_splice_nonblocking(&p->taken_head, &p->taken_tail,
@@ -353,7 +403,12 @@ void tp_pool_destroy(tp_pool_t *p)
     }
     free_queue(&p->reply_head, &p->reply_tail);
     free_queue(&p->taken_head, &p->taken_tail);
-    close(p->event_fd);
+    while ((m = tp_msg_list_pop(&p->stage)) != NULL)
+        tp_msg_free(m);
+    while ((m = tp_msg_list_pop(&p->done)) != NULL)
+        tp_msg_free(m);
+    if (p->event_fd >= 0)
+        close(p->event_fd);
     free(p->workers);
     free(p);
 }

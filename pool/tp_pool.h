@@ -7,6 +7,10 @@
  * per sleeping worker. Workers wake the reactor through an eventfd only when
  * the reply queue goes from empty to non-empty.
  *
+ * A pool of zero workers is inline: the same calls, but tp_pool_flush() runs
+ * the work on the calling thread and its replies wait for tp_pool_drain().
+ * The reactor uses one path for both; only when it flushes differs.
+ *
  * Who may call what, concurrently:
  *
  *   call                      thread         runs alongside
@@ -34,9 +38,9 @@ typedef struct tp_pool tp_pool_t;
  * queued behind it on this worker. */
 typedef void tp_pool_work_cb(void *arg, struct tp_msg *msg, struct tp_msg_list *out);
 
-/* Starts nworkers (>= 1) threads running work(arg, ...). Up to backlog_max
- * bytes of submitted messages may be at the workers at once. Returns NULL
- * with errno set on failure. */
+/* Starts nworkers threads running work(arg, ...), or none for an inline pool
+ * (nworkers 0). Up to backlog_max bytes of submitted messages may be at the
+ * workers at once. Returns NULL with errno set on failure. */
 tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
                           uint64_t backlog_max);
 
@@ -49,14 +53,20 @@ tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
 int tp_pool_submit(tp_pool_t *pool, struct tp_msg *msg);
 
 /* True while tp_pool_submit() would refuse work. */
-int tp_pool_is_full(const tp_pool_t *pool);
+bool tp_pool_is_full(const tp_pool_t *pool);
 
 /* Publishes everything staged, one splice per worker, and wakes the workers
- * that sleep. Reactor thread only; never blocks. */
-void tp_pool_flush(tp_pool_t *pool);
+ * that sleep; an inline pool runs it all here instead. Returns how many
+ * messages were published. Reactor thread only; never blocks (inline: as long
+ * as the work takes). */
+size_t tp_pool_flush(tp_pool_t *pool);
 
-/* The eventfd that turns readable when replies wait. Register it with epoll;
- * tp_pool_drain() clears it. */
+/* True for a pool of zero workers. */
+bool tp_pool_is_inline(const tp_pool_t *pool);
+
+/* The eventfd that turns readable when replies wait (-1 for an inline pool,
+ * whose replies are ready when tp_pool_flush() returns). Register it with
+ * epoll; tp_pool_drain() clears it. */
 int tp_pool_event_fd(const tp_pool_t *pool);
 
 /* Moves every reply that is ready onto out (reactor-owned from then on).

@@ -1,22 +1,56 @@
-/* tp_conn.c - one connection's life: read, cut, hand off, write, close.
+/* tp_conn.c - one connection's life (the states are in tp_conn.h): read,
+ * cut, hand off, write, finish, linger, close.
  *
  * Edge-triggered: TP_CONN_READABLE stays set until a read returns EAGAIN (or
  * a short read without a pending hang-up). Whatever stops reading earlier
  * puts the connection where it will be found again without a new edge:
- *   read budget used up       -> srv->pending, next loop turn
- *   batch at a worker, full   -> resumed when the batch comes back
- *   pool backlog full         -> srv->waiting, resumed when it drains
- *   output over the limit     -> resumed when output falls below half */
-#include "internal.h"
-#include "tp_sock.h"
+ *   read budget used up       -> pending list, next loop turn
+ *   batch at the pool, full   -> read again when the batch comes back
+ *   pool backlog full         -> waiting list, when the pool drains
+ *   output over the limit     -> pending list, when output falls below half
+ *
+ * Mutable globals (reactor thread only): `discard`, where lingering input
+ * goes, and tp_conn__peer()'s buffer. */
+#include "tp_conn.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <linux/sockios.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "tp_frame.h"
+#include "tp_sock.h"
+
+#define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn */
+#define READ_CLASSES 3                /* read buffers use the first data size
+                                         classes, growing while reads fill them */
+#define IOV_BATCH 64                  /* reply buffers per sendmsg */
+#define OUT_HARD_EXTRA (4u << 20)     /* output past 2 * send_buffer_max + this:
+                                         the peer is not reading; abort */
+#define LINGER_CHECK_MS 20            /* how often a lingering send queue is looked at */
+#define REFUSED_LINGER_MAX 64         /* refused connections lingering at once */
+
+static char discard[65536];
+
+void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+
+    if (cs->log == NULL || level > cs->log_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    cs->log(cs->log_arg, level, buf);
+}
 
 const char *tp_conn__peer(const struct tp_conn *c)
 {
@@ -25,135 +59,44 @@ const char *tp_conn__peer(const struct tp_conn *c)
     return tp_sock_peer(c->fd, buf, sizeof(buf));
 }
 
-#define CHUNK 1024                    /* connection slots per allocation */
-#define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn */
-#define IOV_BATCH 64                  /* reply buffers per sendmsg */
-#define OUT_HARD_EXTRA (4u << 20)     /* output past 2 * send_buffer_max + this:
-                                         the peer is not reading; close it */
-
-static const size_t read_size[] = { 4096, 16384, 65536 };
-
-/* ---- the connection table ---- */
-
-int tp_conn__table_init(struct tp_server *s)
+static bool is_open(const struct tp_conn *c)
 {
-    s->nchunks = s->max_conns / CHUNK + 1;
-    s->chunks = calloc(s->nchunks, sizeof(*s->chunks));
-    if (s->chunks == NULL)
-        return -ENOMEM;
-    CDS_INIT_LIST_HEAD(&s->free_slots);
-    return 0;
-}
-
-void tp_conn__table_fini(struct tp_server *s)
-{
-    uint32_t i;
-
-    for (i = 0; i < s->nchunks; i++)
-        free(s->chunks[i]);
-    free(s->chunks);
-    s->chunks = NULL;
-}
-
-static struct tp_conn *slot_new(struct tp_server *s)
-{
-    struct tp_conn *c, **grown;
-    uint32_t i = s->nslots / CHUNK;
-
-    if (!cds_list_empty(&s->free_slots)) {
-        c = cds_list_first_entry(&s->free_slots, struct tp_conn, link);
-        cds_list_del(&c->link);
-        return c;
-    }
-    if (i == s->nchunks) {          /* zombies can outlast max_connections */
-        grown = realloc(s->chunks, (s->nchunks + 1) * sizeof(*grown));
-        if (grown == NULL)
-            return NULL;
-        s->chunks = grown;
-        s->chunks[s->nchunks++] = NULL;
-    }
-    if (s->chunks[i] == NULL && (s->chunks[i] = calloc(CHUNK, sizeof(*c))) == NULL)
-        return NULL;
-    c = &s->chunks[i][s->nslots % CHUNK];
-    c->h.slot = s->nslots++;
-    return c;
-}
-
-static void slot_free(struct tp_server *s, struct tp_conn *c)
-{
-    c->state = TP_CONN_FREE;
-    c->h.gen++;
-    s->live_slots--;
-    cds_list_add_tail(&c->link, &s->free_slots);
-}
-
-static struct tp_conn *lookup(struct tp_server *s, struct tp_handle h)
-{
-    struct tp_conn *c;
-
-    if (h.slot >= s->nslots)
-        return NULL;
-    c = &s->chunks[h.slot / CHUNK][h.slot % CHUNK];
-    return c->h.gen == h.gen && c->state != TP_CONN_FREE ? c : NULL;
-}
-
-/* ---- lists of connections to come back to ---- */
-
-static void pend(struct tp_server *s, struct tp_conn *c)
-{
-    if (!(c->flags & TP_CONN_PENDING)) {
-        c->flags |= TP_CONN_PENDING;
-        c->next_pending = s->pending;
-        s->pending = c;
-    }
-}
-
-static void wait_for_pool(struct tp_server *s, struct tp_conn *c)
-{
-    if (!(c->flags & TP_CONN_WAITING)) {
-        c->flags |= TP_CONN_WAITING;
-        c->next_wait = s->waiting;
-        s->waiting = c;
-    }
+    return c->state == TP_CONN_READING || c->state == TP_CONN_FINISHING;
 }
 
 /* Notes progress for idle_timeout. Moving c to the tail of the idle list
  * writes two other connections' cache lines, so a busy connection moves at
  * most once per idle_slack_ms (idle_timeout / 16, at most 1 s); expiry adds
  * the slack, so a connection is closed late by at most that, never early. */
-static void touch(struct tp_server *s, struct tp_conn *c)
+static void touch(struct tp_conns *cs, struct tp_conn *c)
 {
-    if (s->now_ms - c->active_ms < c->l->idle_slack_ms)
+    if (cs->now_ms - c->active_ms < c->l->idle_slack_ms)
         return;
-    c->active_ms = s->now_ms;
+    c->active_ms = cs->now_ms;
     cds_list_del(&c->idle);
     cds_list_add_tail(&c->idle, &c->l->idle);
 }
 
 /* ---- output ---- */
 
-static void release(struct tp_server *s, struct tp_msg *m)
+static void release(struct tp_conns *cs, struct tp_msg *m)
 {
     if (m->kind == TP_MSG_REF && --m->shared->refs == 0)
-        tp_msg_cache_put(&s->cache, m->shared);
-    tp_msg_cache_put(&s->cache, m);
+        tp_msg_cache_put(&cs->cache, m->shared);
+    tp_msg_cache_put(&cs->cache, m);
 }
 
-static void mark_dirty(struct tp_server *s, struct tp_conn *c)
+/* Appends m to c's output; the caller writes it or marks c dirty. Empty
+ * output is dropped here: a zero-byte send() would never make progress. */
+static void queue_out(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
 {
-    if (!(c->flags & TP_CONN_DIRTY)) {
-        c->flags |= TP_CONN_DIRTY;
-        c->next_dirty = s->dirty;
-        s->dirty = c;
+    if (m->len == 0) {
+        release(cs, m);
+        return;
     }
-}
-
-static void queue_out(struct tp_server *s, struct tp_conn *c, struct tp_msg *m)
-{
     m->off = 0;
     tp_msg_list_push(&c->out, m);
     c->out_bytes += m->len;
-    mark_dirty(s, c);
     if (c->out_bytes > c->l->conf->send_buffer_max)
         c->flags |= TP_CONN_OUT_FULL;
     /* Not closed here: callers may be walking a list of connections. */
@@ -162,7 +105,7 @@ static void queue_out(struct tp_server *s, struct tp_conn *c, struct tp_msg *m)
 }
 
 /* Drops written bytes from the front of c's output. */
-static void consume(struct tp_server *s, struct tp_conn *c, size_t n)
+static void consume(struct tp_conns *cs, struct tp_conn *c, size_t n)
 {
     struct tp_msg *m;
 
@@ -174,7 +117,7 @@ static void consume(struct tp_server *s, struct tp_conn *c, size_t n)
             return;
         }
         n -= m->len - m->off;
-        release(s, tp_msg_list_pop(&c->out));
+        release(cs, tp_msg_list_pop(&c->out));
     }
 }
 
@@ -193,11 +136,9 @@ static size_t gather(struct tp_conn *c, struct iovec *iov, int *n)
     return total;
 }
 
-static void maybe_finish(struct tp_server *s, struct tp_conn *c);
-
 /* Writes until the output is gone or the socket is full (then EPOLLOUT
  * brings us back). Returns -1 if c was closed. */
-static int conn_write(struct tp_server *s, struct tp_conn *c)
+static int conn_write(struct tp_conns *cs, struct tp_conn *c)
 {
     struct iovec iov[IOV_BATCH];
     struct msghdr mh = { .msg_iov = iov };
@@ -218,94 +159,91 @@ static int conn_write(struct tp_server *s, struct tp_conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        if (n < 0) {
-            tp_server__log(s, TP_LOG_DEBUG, "write: %s", strerror(errno));
-            tp_conn_close(s, c, TP_CLOSE_ERROR);
+        if (n <= 0) {       /* 0 cannot happen with bytes to send; never spin */
+            tp_conns__log(cs, TP_LOG_DEBUG, "write: %s", n < 0 ? strerror(errno) : "no progress");
+            tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
             return -1;
         }
-        TP_STAT_ADD(s, bytes_out, (uint64_t)n);
-        consume(s, c, (size_t)n);
-        touch(s, c);
+        TP_STAT_ADD(cs, bytes_out, (uint64_t)n);
+        consume(cs, c, (size_t)n);
+        touch(cs, c);
         if ((size_t)n < total)
             break;
     }
     if ((c->flags & TP_CONN_OUT_FULL) &&
         c->out_bytes <= c->l->conf->send_buffer_max / 2) {
         c->flags &= (uint16_t)~TP_CONN_OUT_FULL;
-        pend(s, c);
+        tp_table_add(&cs->table, TP_LIST_PENDING, c);
     }
     return 0;
 }
 
-void tp_conn__flush(struct tp_server *s, struct tp_conn *c)
+static void progress(struct tp_conns *cs, struct tp_conn *c);
+
+void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c)
 {
-    if (c->state != TP_CONN_OPEN)
+    if (!is_open(c))
         return;
     if (c->flags & TP_CONN_OVERFLOW) {
-        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it does not read what it "
-                       "is sent (%zu bytes unsent)", c->l->name,
-                       tp_conn__peer(c), c->out_bytes);
-        tp_conn_close(s, c, TP_CLOSE_ERROR);
+        tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: it does not read what it "
+                      "is sent (%zu bytes unsent)", c->l->name, tp_conn__peer(c),
+                      c->out_bytes);
+        tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    if (conn_write(s, c) == 0)
-        maybe_finish(s, c);
+    if (conn_write(cs, c) == 0)
+        progress(cs, c);
 }
 
 /* ---- handing messages to the app ---- */
 
-static void dispatch(struct tp_server *s, struct tp_conn *c, struct tp_msg *m)
+static void dispatch(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
 {
-    struct tp_msg_list out;
     int err;
 
     m->h = c->h;
     m->listener = c->l->index;
     m->conn_data = c->app_data;
     c->flags |= TP_CONN_BUSY;
-    if (s->pool != NULL) {
-        err = tp_pool_submit(s->pool, m);
-        assert(err == 0);   /* callers checked tp_pool_is_full() */
-        (void)err;
+    err = tp_pool_submit(cs->pool, m);
+    assert(err == 0);   /* callers checked tp_pool_is_full(); events are never refused */
+    (void)err;
+}
+
+/* Tells the app c is gone, once, when no batch of c is at the pool. */
+static void app_close(struct tp_conns *cs, struct tp_conn *c)
+{
+    struct tp_msg *m;
+
+    if (c->flags & (TP_CONN_APP_CLOSED | TP_CONN_BUSY))
+        return;
+    c->flags |= TP_CONN_APP_CLOSED;
+    if (c->l->env.app->close == NULL)
+        return;
+    m = tp_msg_cache_get(&cs->cache, 0);
+    if (m == NULL) {
+        tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory: app close skipped", c->l->name);
         return;
     }
-    tp_msg_list_init(&out);
-    tp_call_run(&c->l->env, m, &out);
-    while ((m = tp_msg_list_pop(&out)) != NULL)
-        tp_conn__deliver(s, m);
-}
-
-static bool peer_done(const struct tp_conn *c)
-{
-    return (c->flags & TP_CONN_EOF) && c->l->conf->framing == TP_FRAMING_LINE;
-}
-
-/* Bytes of the read buffer that can go to the app now. */
-static uint32_t shippable(const struct tp_conn *c)
-{
-    if (c->rbuf == NULL)
-        return 0;
-    return peer_done(c) ? c->rbuf->len : c->rbuf->cut;
+    m->kind = TP_MSG_CLOSE;
+    dispatch(cs, c, m);
 }
 
 /* Hands the whole messages of the read buffer to the app, keeping the
  * partial one (if any) in a fresh buffer. Returns -ENOMEM or 0. */
-static int ship(struct tp_server *s, struct tp_conn *c)
+static int ship(struct tp_conns *cs, struct tp_conn *c)
 {
-    struct tp_msg *b = c->rbuf, *rest;
-    uint32_t end = shippable(c);
+    struct tp_msg *b = c->rbuf, *rest = NULL;
+    uint32_t end = b != NULL ? b->cut : 0;
 
-    if (end == 0 || (c->flags & (TP_CONN_BUSY | TP_CONN_CLOSE_SOON)))
+    if (end == 0 || (c->flags & TP_CONN_BUSY) || !is_open(c))
         return 0;
-    if (s->pool != NULL && tp_pool_is_full(s->pool)) {
-        wait_for_pool(s, c);
+    if (tp_pool_is_full(cs->pool)) {
+        tp_table_add(&cs->table, TP_LIST_WAITING, c);
         return 0;
     }
-    if (end > b->cut)
-        TP_STAT_ADD(s, msgs_in, 1);   /* the unterminated tail at EOF */
-    rest = NULL;
     if (end < b->len) {
-        rest = tp_msg_cache_get(&s->cache, b->len - end);
+        rest = tp_msg_cache_get(&cs->cache, b->len - end);
         if (rest == NULL)
             return -ENOMEM;
         memcpy(rest->data, b->data + end, b->len - end);
@@ -315,32 +253,35 @@ static int ship(struct tp_server *s, struct tp_conn *c)
     }
     c->rbuf = rest;
     b->kind = TP_MSG_DATA;
-    b->flags = peer_done(c) ? TP_MSG_F_EOF : 0;
-    dispatch(s, c, b);
+    /* After EOF a line listener's unterminated tail is a message too. */
+    b->flags = c->state == TP_CONN_FINISHING && c->why == TP_CLOSE_PEER ? TP_MSG_F_EOF : 0;
+    dispatch(cs, c, b);
     return 0;
 }
 
 /* ---- input ---- */
 
-static void track_partial(struct tp_server *s, struct tp_conn *c, uint32_t count)
+/* Keeps c on the read-timeout list exactly while it is reading and holds a
+ * partial message; count > 0 means whole messages were just cut, so the
+ * partial one is new. */
+static void track_partial(struct tp_conns *cs, struct tp_conn *c, uint32_t count)
 {
-    bool partial = c->rbuf->cut < c->rbuf->len;
+    bool partial = c->state == TP_CONN_READING && !(c->flags & TP_CONN_OUT_FULL) &&
+                   c->rbuf != NULL && c->rbuf->cut < c->rbuf->len;
+    bool listed = !cds_list_empty(&c->partial);
 
-    if (partial && (count > 0 || !(c->flags & TP_CONN_PARTIAL))) {
-        if (c->flags & TP_CONN_PARTIAL)
-            cds_list_del(&c->partial);
-        cds_list_add_tail(&c->partial, &c->l->partial);
-        c->partial_ms = s->now_ms;
-        c->flags |= TP_CONN_PARTIAL;
-    } else if (!partial && (c->flags & TP_CONN_PARTIAL)) {
+    if (partial && (count > 0 || !listed)) {
         cds_list_del(&c->partial);
-        c->flags &= (uint16_t)~TP_CONN_PARTIAL;
+        cds_list_add_tail(&c->partial, &c->l->partial);
+        c->partial_ms = cs->now_ms;
+    } else if (!partial && listed) {
+        cds_list_del_init(&c->partial);
     }
 }
 
-/* Finds the whole messages just read and ships them. Returns -1 if c was
- * closed. */
-static int cut_input(struct tp_server *s, struct tp_conn *c)
+/* Finds the whole messages just read and ships them. Returns -1 if c is no
+ * longer reading. */
+static int cut_input(struct tp_conns *cs, struct tp_conn *c)
 {
     const struct tp_listen_conf *lc = c->l->conf;
     struct tp_frame_cursor cur = { c->rbuf->cut, c->rbuf->scanned };
@@ -351,19 +292,19 @@ static int cut_input(struct tp_server *s, struct tp_conn *c)
                            lc->max_message, &cur, &count);
     c->rbuf->cut = cur.cut;
     c->rbuf->scanned = cur.scanned;
-    TP_STAT_ADD(s, msgs_in, count);
+    TP_STAT_ADD(cs, msgs_in, count);
     if (err < 0) {
-        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: message longer than "
-                       "max_message (%u bytes)", c->l->name,
-                       tp_conn__peer(c), lc->max_message);
-        tp_conn_close(s, c, TP_CLOSE_OVERSIZE);
+        tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: message longer than "
+                      "max_message (%u bytes)", c->l->name, tp_conn__peer(c),
+                      lc->max_message);
+        tp_conn_close(cs, c, TP_CLOSE_OVERSIZE, false);
         return -1;
     }
-    track_partial(s, c, count);
-    if (ship(s, c) < 0) {
-        tp_server__log(s, TP_LOG_ERROR, "%s: out of memory, closing %s", c->l->name,
-                       tp_conn__peer(c));
-        tp_conn_close(s, c, TP_CLOSE_ERROR);
+    track_partial(cs, c, count);
+    if (ship(cs, c) < 0) {
+        tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory, closing %s", c->l->name,
+                      tp_conn__peer(c));
+        tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return -1;
     }
     return 0;
@@ -373,30 +314,26 @@ static bool input_blocked(const struct tp_conn *c)
 {
     const struct tp_msg *b = c->rbuf;
 
-    if (c->state != TP_CONN_OPEN ||
-        (c->flags & (TP_CONN_EOF | TP_CONN_DRAIN | TP_CONN_CLOSE_SOON |
-                     TP_CONN_OUT_FULL)))
+    if (c->state != TP_CONN_READING || (c->flags & TP_CONN_OUT_FULL))
         return true;
     /* A full buffer with whole messages in it waits for them to be shipped
-     * (a batch is at a worker, or the pool is full); with none, it grows. */
+     * (a batch is at the pool, or the pool is full); with none, it grows. */
     return b != NULL && b->len == b->cap && b->cut > 0;
 }
 
 /* Makes room in the read buffer. Returns bytes of room, or 0 if out of
  * memory. */
-static size_t read_room(struct tp_server *s, struct tp_conn *c)
+static size_t read_room(struct tp_conns *cs, struct tp_conn *c)
 {
-    const struct tp_listen_conf *lc = c->l->conf;
-    size_t most = (size_t)lc->max_message + TP_FRAME_OVERHEAD + 1;
-    size_t want;
+    size_t most = (size_t)c->l->conf->max_message + TP_FRAME_OVERHEAD + 1, want;
     struct tp_msg *b = c->rbuf;
 
     if (b == NULL) {
-        b = tp_msg_cache_get(&s->cache, read_size[c->rsize] - sizeof(*b));
+        b = tp_msg_cache_get(&cs->cache, tp_msg_class_cap(1u + c->rsize));
     } else if (b->len == b->cap) {
         /* One message fills the buffer: grow towards max_message. */
         want = (size_t)b->cap * 4 < most ? (size_t)b->cap * 4 : most;
-        b = want > b->cap ? tp_msg_cache_move(&s->cache, b, 0, want) : NULL;
+        b = want > b->cap ? tp_msg_cache_move(&cs->cache, b, 0, want) : NULL;
     }
     if (b == NULL)
         return 0;
@@ -407,320 +344,525 @@ static size_t read_room(struct tp_server *s, struct tp_conn *c)
 /* Adapts the next read buffer's size to how much the last read brought. */
 static void learn_size(struct tp_conn *c, size_t n, size_t room)
 {
-    if (n == room && c->rsize + 1u < sizeof(read_size) / sizeof(read_size[0]))
+    if (n == room && c->rsize + 1u < READ_CLASSES)
         c->rsize++;
     else if (n < room / 8 && c->rsize > 0)
         c->rsize--;
 }
 
-static void conn_read(struct tp_server *s, struct tp_conn *c)
+static void conn_read(struct tp_conns *cs, struct tp_conn *c)
 {
     size_t budget = READ_BUDGET, room;
     ssize_t n;
 
     while ((c->flags & TP_CONN_READABLE) && !input_blocked(c)) {
         if (budget == 0) {
-            pend(s, c);
-            return;
+            tp_table_add(&cs->table, TP_LIST_PENDING, c);
+            break;
         }
-        room = read_room(s, c);
+        room = read_room(cs, c);
         if (room == 0) {
-            tp_server__log(s, TP_LOG_ERROR, "%s: no memory for a read buffer, "
-                           "closing %s", c->l->name,
-                           tp_conn__peer(c));
-            tp_conn_close(s, c, TP_CLOSE_ERROR);
+            tp_conns__log(cs, TP_LOG_ERROR, "%s: no memory for a read buffer, closing %s",
+                          c->l->name, tp_conn__peer(c));
+            tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
             return;
         }
         n = read(c->fd, c->rbuf->data + c->rbuf->len, room);
         if (n > 0) {
             c->rbuf->len += (uint32_t)n;
             budget -= (size_t)n < budget ? (size_t)n : budget;
-            TP_STAT_ADD(s, bytes_in, (uint64_t)n);
-            touch(s, c);
+            TP_STAT_ADD(cs, bytes_in, (uint64_t)n);
+            touch(cs, c);
             learn_size(c, (size_t)n, room);
             /* A short read emptied the socket; a later arrival is a new
              * edge. Not so for a hang-up already reported: read it now. */
             if ((size_t)n < room && !(c->flags & TP_CONN_RDHUP))
                 c->flags &= (uint16_t)~TP_CONN_READABLE;
-            if (cut_input(s, c) < 0)
-                return;
+            if (cut_input(cs, c) < 0)
+                break;
         } else if (n == 0) {
-            c->flags = (uint16_t)((c->flags | TP_CONN_EOF) & ~TP_CONN_READABLE);
-            if (c->rbuf != NULL && ship(s, c) < 0) {
-                tp_conn_close(s, c, TP_CLOSE_ERROR);
-                return;
-            }
+            c->flags &= (uint16_t)~TP_CONN_READABLE;
+            tp_conn_close(cs, c, TP_CLOSE_PEER, false);
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             c->flags &= (uint16_t)~TP_CONN_READABLE;
         } else if (errno != EINTR) {
-            tp_server__log(s, TP_LOG_DEBUG, "read: %s", strerror(errno));
-            tp_conn_close(s, c, TP_CLOSE_ERROR);
+            tp_conns__log(cs, TP_LOG_DEBUG, "read: %s", strerror(errno));
+            tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
             return;
         }
     }
     if (c->rbuf != NULL && c->rbuf->len == 0) {
-        tp_msg_cache_put(&s->cache, c->rbuf);
+        tp_msg_cache_put(&cs->cache, c->rbuf);
         c->rbuf = NULL;
     }
 }
 
-/* ---- open, close, finish ---- */
+/* ---- lingering ---- */
 
-/* Closes c if it has nothing left to do after its input ended. */
-static void maybe_finish(struct tp_server *s, struct tp_conn *c)
+/* LINGERING: drops what arrived. True once c may close: the peer closed or
+ * reset, lingering_max was passed, or every byte we sent (and our FIN) was
+ * acknowledged, so the peer holds all its replies even if closing now makes
+ * the kernel answer later input with RST. */
+static bool linger_done(struct tp_conns *cs, struct tp_conn *c)
 {
-    if (c->state != TP_CONN_OPEN || (c->flags & TP_CONN_BUSY) || c->out.head != NULL)
-        return;
-    if (c->flags & TP_CONN_CLOSE_SOON)
-        tp_conn_close(s, c, TP_CLOSE_APP);
-    else if (shippable(c) > 0)
-        return;
-    else if (c->flags & TP_CONN_DRAIN)
-        tp_conn_close(s, c, TP_CLOSE_SHUTDOWN);
-    else if (c->flags & TP_CONN_EOF)
-        tp_conn_close(s, c, TP_CLOSE_PEER);
+    int unacked = 1;
+    ssize_t n;
+
+    for (;;) {
+        n = read(c->fd, discard, sizeof(discard));
+        if (n > 0) {
+            TP_STAT_ADD(cs, bytes_discarded, (uint64_t)n);
+            c->out_bytes += (size_t)n;
+            if (c->out_bytes <= c->l->conf->lingering_max)
+                continue;
+            TP_STAT_ADD(cs, linger_cut, 1);
+            return true;
+        }
+        if (n == 0)
+            return true;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return true;
+        break;
+    }
+    c->flags &= (uint16_t)~TP_CONN_READABLE;
+    return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
 }
 
-void tp_conn__open(struct tp_server *s, struct tp_listener *l, int fd)
+void tp_conn__check_lingering(struct tp_conns *cs)
 {
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
-    struct tp_conn *c = slot_new(s);
-    struct tp_msg *m;
+    struct tp_conn *c;
 
-    if (c == NULL || (ev.data.ptr = c, epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev)) < 0) {
-        tp_server__log(s, TP_LOG_ERROR, "%s: cannot take a connection: %s",
-                       l->name, strerror(errno));
-        TP_STAT_ADD(s, accept_errors, 1);
-        close(fd);
-        if (c != NULL)
-            cds_list_add(&c->link, &s->free_slots);
-        return;
-    }
-    c->source = TP_SRC_CONN;
-    c->state = TP_CONN_OPEN;
-    c->rsize = 0;
-    /* A reused slot may still sit on a to-do list from its last life. */
-    c->flags &= TP_CONN_PENDING | TP_CONN_DIRTY | TP_CONN_WAITING;
-    c->fd = fd;
-    c->l = l;
-    c->rbuf = NULL;
-    tp_msg_list_init(&c->out);
-    c->out_bytes = 0;
-    c->app_data = NULL;
-    c->active_ms = s->now_ms;
-    cds_list_add_tail(&c->link, &l->conns);
-    cds_list_add_tail(&c->idle, &l->idle);
-    s->live_slots++;
-    TP_STAT_ADD(s, accepted, 1);
-    TP_STAT_ADD(s, open, 1);
-    if (l->env.app->open != NULL && (m = tp_msg_cache_get(&s->cache, 0)) != NULL) {
-        m->kind = TP_MSG_OPEN;
-        dispatch(s, c, m);
+    while (!cds_list_empty(&cs->linger)) {
+        c = cds_list_first_entry(&cs->linger, struct tp_conn, idle);
+        if (c->active_ms > cs->now_ms)
+            break;
+        if (cs->now_ms >= c->partial_ms) {
+            tp_conns__log(cs, TP_LOG_DEBUG, "%s: %s: lingering_timeout passed",
+                          c->l->name, tp_conn__peer(c));
+            TP_STAT_ADD(cs, linger_cut, 1);
+            tp_conn_close(cs, c, c->why, true);
+            continue;
+        }
+        c->active_ms = cs->now_ms + LINGER_CHECK_MS;
+        cds_list_del(&c->idle);
+        cds_list_add_tail(&c->idle, &cs->linger);
+        progress(cs, c);
     }
 }
 
-static void count_close(struct tp_server *s, enum tp_close_reason why)
+int64_t tp_conn__next_linger_check(struct tp_conns *cs)
 {
-    switch (why) {
-    case TP_CLOSE_PEER: TP_STAT_ADD(s, closed_peer, 1); break;
-    case TP_CLOSE_ERROR: TP_STAT_ADD(s, closed_error, 1); break;
-    case TP_CLOSE_OVERSIZE: TP_STAT_ADD(s, closed_oversize, 1); break;
-    case TP_CLOSE_IDLE: TP_STAT_ADD(s, closed_idle, 1); break;
-    case TP_CLOSE_READ_TIMEOUT: TP_STAT_ADD(s, closed_read_timeout, 1); break;
-    case TP_CLOSE_APP: TP_STAT_ADD(s, closed_app, 1); break;
-    case TP_CLOSE_SHUTDOWN: TP_STAT_ADD(s, closed_shutdown, 1); break;
-    }
-    TP_STAT_ADD(s, open, (uint64_t)-1);
+    if (cds_list_empty(&cs->linger))
+        return INT64_MAX;
+    return cds_list_first_entry(&cs->linger, struct tp_conn, idle)->active_ms;
 }
 
-/* A closed connection's slot lives on until no worker holds its messages and
- * the app heard of the close. */
-static void zombie_next(struct tp_server *s, struct tp_conn *c)
+/* ---- the state machine ---- */
+
+static void leave_listener(struct tp_conn *c)
 {
-    struct tp_msg *m;
-
-    if (c->l->env.app->close != NULL && !(c->flags & TP_CONN_CLOSE_SENT) &&
-        (m = tp_msg_cache_get(&s->cache, 0)) != NULL) {
-        c->flags |= TP_CONN_CLOSE_SENT;
-        m->kind = TP_MSG_CLOSE;
-        dispatch(s, c, m);
-        return;
-    }
-    slot_free(s, c);
-}
-
-void tp_conn_close(struct tp_server *s, struct tp_conn *c, enum tp_close_reason why)
-{
-    struct tp_msg *m;
-
-    if (c->state != TP_CONN_OPEN)
-        return;
-    count_close(s, why);
     cds_list_del(&c->link);
     cds_list_del(&c->idle);
-    if (c->flags & TP_CONN_PARTIAL)
-        cds_list_del(&c->partial);
-    if (c->rbuf != NULL) {
-        if (c->rbuf->len > 0 && why == TP_CLOSE_PEER)
-            tp_server__log(s, TP_LOG_DEBUG, "%s: %s closed in the middle of a "
-                           "message; %u bytes dropped", c->l->name,
-                           tp_conn__peer(c), c->rbuf->len);
-        TP_STAT_ADD(s, bytes_discarded, c->rbuf->len);
-        tp_msg_cache_put(&s->cache, c->rbuf);
+    cds_list_del_init(&c->partial);
+}
+
+/* Entering FINISHING: input stops. What was read and is whole still runs;
+ * after EOF a line listener's unterminated tail is a message; after an app's
+ * CLOSE nothing more runs; any other partial message is dropped. */
+static void stop_input(struct tp_conns *cs, struct tp_conn *c)
+{
+    struct tp_msg *b = c->rbuf;
+    uint32_t keep;
+
+    cds_list_del_init(&c->partial);
+    if (b == NULL)
+        return;
+    keep = c->why == TP_CLOSE_APP ? 0 : b->cut;
+    if (c->why == TP_CLOSE_PEER && c->l->conf->framing == TP_FRAMING_LINE &&
+        b->len > b->cut) {
+        TP_STAT_ADD(cs, msgs_in, 1);
+        keep = b->len;
+    }
+    if (b->len > keep) {
+        if (c->why == TP_CLOSE_PEER)
+            tp_conns__log(cs, TP_LOG_DEBUG, "%s: %s closed in the middle of a "
+                          "message; %u bytes dropped", c->l->name, tp_conn__peer(c),
+                          b->len - keep);
+        TP_STAT_ADD(cs, bytes_discarded, b->len - keep);
+    }
+    b->len = b->cut = keep;
+    if (keep == 0) {
+        tp_msg_cache_put(&cs->cache, b);
         c->rbuf = NULL;
     }
+}
+
+static void count_close(struct tp_conns *cs, const struct tp_conn *c)
+{
+    switch ((enum tp_close_reason)c->why) {
+    case TP_CLOSE_PEER: TP_STAT_ADD(cs, closed_peer, 1); break;
+    case TP_CLOSE_ERROR: TP_STAT_ADD(cs, closed_error, 1); break;
+    case TP_CLOSE_OVERSIZE: TP_STAT_ADD(cs, closed_oversize, 1); break;
+    case TP_CLOSE_IDLE: TP_STAT_ADD(cs, closed_idle, 1); break;
+    case TP_CLOSE_READ_TIMEOUT: TP_STAT_ADD(cs, closed_read_timeout, 1); break;
+    case TP_CLOSE_APP: TP_STAT_ADD(cs, closed_app, 1); break;
+    case TP_CLOSE_SHUTDOWN: TP_STAT_ADD(cs, closed_shutdown, 1); break;
+    case TP_CLOSE_REFUSED:
+        cs->refused_lingering--;
+        return;               /* counted when refused; never open */
+    }
+    TP_STAT_ADD(cs, open, (uint64_t)-1);
+}
+
+/* Entering CLOSED: the fd and whatever is left unsent or unread go. */
+static void close_fd(struct tp_conns *cs, struct tp_conn *c)
+{
+    struct tp_msg *m;
+
+    if (c->state == TP_CONN_LINGERING) {
+        cds_list_del(&c->idle);
+        TP_STAT_ADD(cs, lingering, (uint64_t)-1);
+    } else {
+        leave_listener(c);
+    }
+    if (c->rbuf != NULL) {
+        TP_STAT_ADD(cs, bytes_discarded, c->rbuf->len);
+        tp_msg_cache_put(&cs->cache, c->rbuf);
+        c->rbuf = NULL;
+    }
+    while ((m = tp_msg_list_pop(&c->out)) != NULL)
+        release(cs, m);
+    c->out_bytes = 0;
+    count_close(cs, c);
     close(c->fd);           /* after the counters: a peer that sees EOF sees them */
     c->fd = -1;
-    while ((m = tp_msg_list_pop(&c->out)) != NULL)
-        release(s, m);
-    c->out_bytes = 0;
-    c->flags &= TP_CONN_BUSY | TP_CONN_PENDING | TP_CONN_DIRTY | TP_CONN_WAITING;
-    c->state = TP_CONN_ZOMBIE;
-    if (!(c->flags & TP_CONN_BUSY))
-        zombie_next(s, c);
+}
+
+/* The one place a connection's state changes; each case is what entering
+ * that state takes. */
+static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state to)
+{
+    const struct tp_listen_conf *lc = c->l->conf;
+
+    switch (to) {
+    case TP_CONN_FREE:
+        tp_table_put(&cs->table, c);
+        return;
+    case TP_CONN_READING:
+        break;
+    case TP_CONN_FINISHING:
+        c->state = TP_CONN_FINISHING;
+        stop_input(cs, c);
+        break;
+    case TP_CONN_LINGERING:
+        shutdown(c->fd, SHUT_WR);
+        leave_listener(c);
+        c->out_bytes = 0;                    /* from here: bytes dropped */
+        c->active_ms = cs->now_ms + LINGER_CHECK_MS;
+        c->partial_ms = cs->now_ms + lc->lingering_timeout_ms;
+        cds_list_add_tail(&c->idle, &cs->linger);
+        TP_STAT_ADD(cs, lingering, 1);
+        TP_STAT_ADD(cs, lingered, 1);
+        app_close(cs, c);
+        break;
+    case TP_CONN_CLOSED:
+        close_fd(cs, c);
+        break;
+    }
+    c->state = (uint8_t)to;
+}
+
+/* What comes next for a connection that is closing, as far as it can go
+ * now. Called after anything that may let it move on. */
+static void progress(struct tp_conns *cs, struct tp_conn *c)
+{
+    for (;;) {
+        switch (c->state) {
+        case TP_CONN_FINISHING:
+            if ((c->flags & TP_CONN_BUSY) || c->out.head != NULL ||
+                (c->rbuf != NULL && c->rbuf->cut > 0))
+                return;
+            /* After the peer's FIN nothing can arrive, so no lingering. */
+            if (c->why == TP_CLOSE_PEER || c->l->conf->lingering_timeout_ms == 0)
+                set_state(cs, c, TP_CONN_CLOSED);
+            else
+                set_state(cs, c, TP_CONN_LINGERING);
+            break;
+        case TP_CONN_LINGERING:
+            if (!linger_done(cs, c))
+                return;
+            set_state(cs, c, TP_CONN_CLOSED);
+            break;
+        case TP_CONN_CLOSED:
+            app_close(cs, c);
+            if (c->flags & TP_CONN_BUSY)
+                return;
+            set_state(cs, c, TP_CONN_FREE);
+            return;
+        default:
+            return;
+        }
+    }
+}
+
+void tp_conn_close(struct tp_conns *cs, struct tp_conn *c, enum tp_close_reason why,
+                   bool now)
+{
+    switch (c->state) {
+    case TP_CONN_READING:
+        c->why = (uint8_t)why;
+        set_state(cs, c, now ? TP_CONN_CLOSED : TP_CONN_FINISHING);
+        break;
+    case TP_CONN_FINISHING:
+    case TP_CONN_LINGERING:
+        if (!now)
+            return;           /* closing already; the first reason counts */
+        set_state(cs, c, TP_CONN_CLOSED);
+        break;
+    default:
+        return;
+    }
+    progress(cs, c);
 }
 
 /* ---- events ---- */
 
-void tp_conn__event(struct tp_server *s, struct tp_conn *c, uint32_t events)
+void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse)
 {
-    if (c->state != TP_CONN_OPEN)
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
+    struct tp_conn *c = NULL;
+    struct tp_msg *m;
+
+    if (refuse && cs->refused_lingering >= REFUSED_LINGER_MAX) {
+        close(fd);            /* past every bound: not even a lingering close */
         return;
+    }
+    c = tp_table_get(&cs->table);
+    if (c == NULL || (ev.data.ptr = c, epoll_ctl(cs->epfd, EPOLL_CTL_ADD, fd, &ev)) < 0) {
+        tp_conns__log(cs, TP_LOG_ERROR, "%s: cannot take a connection: %s",
+                      l->name, strerror(errno));
+        TP_STAT_ADD(cs, accept_errors, 1);
+        close(fd);
+        if (c != NULL)
+            tp_table_put(&cs->table, c);
+        return;
+    }
+    c->source = TP_SRC_CONN;
+    c->fd = fd;
+    c->l = l;
+    tp_msg_list_init(&c->out);
+    c->active_ms = cs->now_ms;
+    cds_list_add_tail(&c->link, &l->conns);
+    cds_list_add_tail(&c->idle, &l->idle);
+    CDS_INIT_LIST_HEAD(&c->partial);
+    set_state(cs, c, TP_CONN_READING);
+    if (refuse) {
+        cs->refused_lingering++;
+        c->flags |= TP_CONN_APP_CLOSED;
+        tp_conn_close(cs, c, TP_CLOSE_REFUSED, false);
+        return;
+    }
+    TP_STAT_ADD(cs, accepted, 1);
+    TP_STAT_ADD(cs, open, 1);
+    if (l->env.app->open == NULL)
+        return;
+    m = tp_msg_cache_get(&cs->cache, 0);
+    if (m == NULL) {
+        c->flags |= TP_CONN_APP_CLOSED;     /* its open never ran */
+        tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory, closing %s", l->name,
+                      tp_conn__peer(c));
+        tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
+        return;
+    }
+    m->kind = TP_MSG_OPEN;
+    dispatch(cs, c, m);
+}
+
+void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
+{
+    if (c->state == TP_CONN_FREE || c->state == TP_CONN_CLOSED)
+        return;               /* an event from before the close */
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->flags |= TP_CONN_READABLE;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->flags |= TP_CONN_RDHUP;
     if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && c->out.head != NULL &&
-        conn_write(s, c) < 0)
+        conn_write(cs, c) < 0)
         return;
-    conn_read(s, c);
-    /* Inline (workers 0) the replies exist already: write them while c is
-     * still in cache, not on the later pass over the dirty list. */
-    if (s->pool == NULL && c->out.head != NULL) {
-        tp_conn__flush(s, c);
-        return;
-    }
-    maybe_finish(s, c);
+    conn_read(cs, c);
+    progress(cs, c);
 }
 
-void tp_conn__resume(struct tp_server *s, struct tp_conn *c)
+void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c)
 {
-    if (c->state != TP_CONN_OPEN)
+    if (!is_open(c))
         return;
-    if (ship(s, c) < 0) {
-        tp_conn_close(s, c, TP_CLOSE_ERROR);
+    if (ship(cs, c) < 0) {
+        tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    conn_read(s, c);
-    maybe_finish(s, c);
+    conn_read(cs, c);
+    progress(cs, c);
 }
 
-void tp_conn__drain(struct tp_server *s, struct tp_conn *c)
+void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c)
 {
-    if (c->state != TP_CONN_OPEN)
+    if (c->state != TP_CONN_READING)
         return;
-    /* Take in what already arrived, then no more. */
-    c->flags |= TP_CONN_READABLE;
-    conn_read(s, c);
-    if (c->state != TP_CONN_OPEN)
-        return;
-    c->flags |= TP_CONN_DRAIN;
-    maybe_finish(s, c);
+    c->flags |= TP_CONN_READABLE;       /* take in what already arrived */
+    conn_read(cs, c);
+    tp_conn_close(cs, c, TP_CLOSE_SHUTDOWN, false);
+}
+
+/* ---- timers: per-listener lists in deadline order, so O(1) each ---- */
+
+void tp_conn__expire(struct tp_conns *cs, struct tp_listener *l)
+{
+    const struct tp_listen_conf *lc = l->conf;
+    struct tp_conn *c;
+
+    while (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle)) {
+        c = cds_list_first_entry(&l->idle, struct tp_conn, idle);
+        if (cs->now_ms - c->active_ms < (int64_t)lc->idle_timeout_ms + l->idle_slack_ms)
+            break;
+        tp_conns__log(cs, TP_LOG_DEBUG, "%s: closing idle connection %s", l->name,
+                      tp_conn__peer(c));
+        if (c->state == TP_CONN_FINISHING) {
+            /* No progress writing its last replies: the peer is gone. */
+            tp_conn_close(cs, c, TP_CLOSE_IDLE, true);
+            continue;
+        }
+        tp_conn_close(cs, c, TP_CLOSE_IDLE, false);
+        if (c->state == TP_CONN_FINISHING) {   /* give it a period to finish */
+            c->active_ms = cs->now_ms;
+            cds_list_del(&c->idle);
+            cds_list_add_tail(&c->idle, &l->idle);
+        }
+    }
+    while (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial)) {
+        c = cds_list_first_entry(&l->partial, struct tp_conn, partial);
+        if (cs->now_ms - c->partial_ms < lc->read_timeout_ms)
+            break;
+        if (c->flags & (TP_CONN_OUT_FULL | TP_CONN_LISTED << TP_LIST_WAITING)) {
+            cds_list_del_init(&c->partial);   /* we paused it: its clock stops */
+            continue;
+        }
+        tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: it held a partial message "
+                      "past read_timeout", l->name, tp_conn__peer(c));
+        tp_conn_close(cs, c, TP_CLOSE_READ_TIMEOUT, false);
+    }
+}
+
+static int64_t earliest(int64_t a, int64_t b)
+{
+    return b < a ? b : a;
+}
+
+int64_t tp_conn__next_timer(struct tp_conns *cs, struct tp_listener *l)
+{
+    const struct tp_listen_conf *lc = l->conf;
+    int64_t next = INT64_MAX;
+
+    if (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle))
+        next = cds_list_first_entry(&l->idle, struct tp_conn, idle)->active_ms +
+               lc->idle_timeout_ms + l->idle_slack_ms;
+    if (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial))
+        next = earliest(next, cds_list_first_entry(&l->partial, struct tp_conn,
+                                                   partial)->partial_ms + lc->read_timeout_ms);
+    return next;
 }
 
 /* ---- messages back from the app ---- */
 
-static void done(struct tp_server *s, struct tp_msg *m)
+static void done(struct tp_conns *cs, struct tp_msg *m)
 {
-    struct tp_conn *c = lookup(s, m->h);
+    struct tp_conn *c = tp_table_find(&cs->table, m->h);
+    bool close_after = m->flags & TP_MSG_F_CLOSE;
 
     assert(c != NULL && (c->flags & TP_CONN_BUSY));
     c->flags &= (uint16_t)~TP_CONN_BUSY;
     c->app_data = m->conn_data;
-    if (c->state == TP_CONN_ZOMBIE) {
+    if (!is_open(c)) {
         if (m->flags & TP_MSG_F_REPLY)
-            TP_STAT_ADD(s, replies_dropped, 1);
-        tp_msg_cache_put(&s->cache, m);
-        zombie_next(s, c);
+            TP_STAT_ADD(cs, replies_dropped, 1);
+        tp_msg_cache_put(&cs->cache, m);
+        progress(cs, c);
         return;
     }
-    if (m->flags & TP_MSG_F_CLOSE)
-        c->flags |= TP_CONN_CLOSE_SOON;
-    if ((m->flags & TP_MSG_F_REPLY) && m->len > 0)
-        queue_out(s, c, m);
+    if (m->flags & TP_MSG_F_REPLY)
+        queue_out(cs, c, m);
     else
-        tp_msg_cache_put(&s->cache, m);
-    if (c->state != TP_CONN_OPEN)
-        return;
-    if (ship(s, c) < 0) {
-        tp_conn_close(s, c, TP_CLOSE_ERROR);
-        return;
-    }
-    /* Inline (workers 0) this runs inside conn_read(), which goes on
-     * reading and then writes by itself. From a worker: write the reply now,
-     * while c is in cache, and read again later this turn. */
-    if (s->pool == NULL) {
-        maybe_finish(s, c);
+        tp_msg_cache_put(&cs->cache, m);
+    if (close_after)          /* after queueing: its reply is the last one */
+        tp_conn_close(cs, c, TP_CLOSE_APP, false);
+    if (ship(cs, c) < 0) {
+        tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    if (c->flags & TP_CONN_READABLE)
-        pend(s, c);
-    tp_conn__flush(s, c);
+    if ((c->flags & TP_CONN_READABLE) && c->state == TP_CONN_READING)
+        tp_table_add(&cs->table, TP_LIST_PENDING, c);
+    /* Write the reply now, while c is in cache. */
+    tp_conn__flush(cs, c);
 }
 
-static void send_to(struct tp_server *s, struct tp_msg *m)
+static void send_to(struct tp_conns *cs, struct tp_msg *m)
 {
-    struct tp_conn *c = lookup(s, m->h);
+    struct tp_conn *c = tp_table_find(&cs->table, m->h);
 
-    if (c == NULL || c->state != TP_CONN_OPEN) {
-        TP_STAT_ADD(s, replies_dropped, 1);
-        tp_msg_cache_put(&s->cache, m);
+    if (c == NULL || !is_open(c)) {
+        TP_STAT_ADD(cs, replies_dropped, 1);
+        tp_msg_cache_put(&cs->cache, m);
         return;
     }
-    queue_out(s, c, m);
+    queue_out(cs, c, m);
+    tp_table_add(&cs->table, TP_LIST_DIRTY, c);
 }
 
-static void broadcast(struct tp_server *s, struct tp_msg *m)
+static void broadcast(struct tp_conns *cs, struct tp_msg *m)
 {
-    struct tp_listener *l = &s->listeners[m->listener];
-    struct tp_conn *c, *tmp;
+    struct tp_listener *l = &cs->listeners[m->listener];
+    struct tp_conn *c;
     struct tp_msg *ref;
 
     m->refs = 1;   /* ours, until the loop is done */
-    cds_list_for_each_entry_safe(c, tmp, &l->conns, link) {
+    cds_list_for_each_entry(c, &l->conns, link) {
+        if (m->len == 0)
+            break;            /* nothing to send: a no-op */
         if (c->h.slot == m->h.slot && c->h.gen == m->h.gen &&
             !(m->flags & TP_MSG_F_SELF))
             continue;
-        ref = tp_msg_cache_get(&s->cache, 0);
+        tp_table_add(&cs->table, TP_LIST_DIRTY, c);
+        ref = tp_msg_cache_get(&cs->cache, 0);
         if (ref == NULL) {          /* it would miss a message: drop it */
             c->flags |= TP_CONN_OVERFLOW;
-            mark_dirty(s, c);
             continue;
         }
         ref->kind = TP_MSG_REF;
         ref->shared = m;
         ref->len = m->len;
         m->refs++;
-        queue_out(s, c, ref);
+        queue_out(cs, c, ref);
     }
     if (--m->refs == 0)
-        tp_msg_cache_put(&s->cache, m);
+        tp_msg_cache_put(&cs->cache, m);
 }
 
-void tp_conn__deliver(struct tp_server *s, struct tp_msg *m)
+void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m)
 {
     switch (m->kind) {
     case TP_MSG_DONE:
-        done(s, m);
+        done(cs, m);
         break;
     case TP_MSG_SEND:
-        send_to(s, m);
+        send_to(cs, m);
         break;
     case TP_MSG_BROADCAST:
-        broadcast(s, m);
+        broadcast(cs, m);
         break;
     default:
-        assert(!"unexpected message kind from a worker");
-        tp_msg_cache_put(&s->cache, m);
+        assert(!"unexpected message kind from the pool");
+        tp_msg_cache_put(&cs->cache, m);
     }
 }

@@ -1,13 +1,17 @@
 /* tp_reactor.c - the event loop: epoll, accept, timers, signals, shutdown.
  *
  * One loop turn: wait for events; read every connection that has an edge;
- * accept; take the workers' replies; go back to connections that stopped
- * early; publish this turn's work to the workers in one burst; write every
- * connection that got output, once; close what timed out. */
-#include "internal.h"
+ * accept; take the pool's replies (writing each while its connection is in
+ * cache); go back to connections that stopped early; close what timed out;
+ * write the connections that got output from others; then publish all the
+ * work this turn staged, so none of it waits for the next turn. With an
+ * inline pool (workers 0) the work also runs and is answered right after each
+ * connection's read. */
+#include "tp_conn.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,19 +33,29 @@
 
 enum { STOP_NONE, STOP_GRACEFUL, STOP_NOW };
 
-void tp_server__log(struct tp_server *s, enum tp_log_level level,
-                    const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
+struct tp_event_src {
+    uint8_t source;               /* enum tp_source */
+    int fd;
+};
 
-    if (s->opts.log == NULL || level > s->conf->log_level)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    s->opts.log(s->opts.log_arg, level, buf);
-}
+struct tp_server {
+    const struct tp_conf *conf;
+    struct tp_server_opts opts;
+    struct tp_conns cs;           /* connections, their table, pool, stats */
+    int epfd;
+    struct tp_listener *listeners;
+    size_t nlisten;
+    bool pool_retry;              /* drain caught a worker mid-enqueue */
+    uint32_t max_conns;
+    struct tp_event_src pool_src, signal_src, stop_src;
+    atomic_int stop_request;      /* any thread writes, reactor reads: 0, 1
+                                     graceful, 2 now */
+    int stop_state;               /* reactor: how far shutdown has gone */
+    int64_t stop_deadline_ms;
+    int64_t last_accept_warn_ms;
+};
+
+#define log_(s, ...) tp_conns__log(&(s)->cs, __VA_ARGS__)
 
 static int64_t clock_ms(void)
 {
@@ -120,9 +134,7 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
 
 static int open_wakeups(struct tp_server *s, char *err, size_t errlen)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned n = s->conf->workers < 0 ? (unsigned)(ncpu > 0 ? ncpu : 1)
-                                      : (unsigned)s->conf->workers;
+    unsigned n = tp_conf_workers(s->conf);
     int rc;
 
     s->stop_src = (struct tp_event_src){ TP_SRC_STOP, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) };
@@ -135,15 +147,13 @@ static int open_wakeups(struct tp_server *s, char *err, size_t errlen)
         snprintf(err, errlen, "signalfd: %s", strerror(-rc));
         return rc;
     }
-    if (n == 0)
-        return 0;
-    s->pool = tp_pool_create(n, work, s, s->conf->queue_max);
-    if (s->pool == NULL) {
+    s->cs.pool = tp_pool_create(n, work, s, s->conf->queue_max);
+    if (s->cs.pool == NULL) {
         snprintf(err, errlen, "cannot start %u workers: %s", n, strerror(errno));
         return -1;
     }
-    s->pool_src = (struct tp_event_src){ TP_SRC_POOL, tp_pool_event_fd(s->pool) };
-    if ((rc = watch(s, s->pool_src.fd, &s->pool_src)) < 0) {
+    s->pool_src = (struct tp_event_src){ TP_SRC_POOL, tp_pool_event_fd(s->cs.pool) };
+    if (s->pool_src.fd >= 0 && (rc = watch(s, s->pool_src.fd, &s->pool_src)) < 0) {
         snprintf(err, errlen, "epoll_ctl: %s", strerror(-rc));
         return rc;
     }
@@ -164,12 +174,17 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
     s->conf = conf;
     s->opts = *opts;
     s->max_conns = conf->max_connections;
-    s->now_ms = clock_ms();
     s->stop_src.fd = -1;
-    tp_msg_cache_init(&s->cache);
-    s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    s->listeners = calloc(conf->nlisten, sizeof(*s->listeners));
-    if (s->epfd < 0 || s->listeners == NULL || tp_conn__table_init(s) < 0) {
+    s->cs.now_ms = clock_ms();
+    s->cs.log = opts->log;
+    s->cs.log_arg = opts->log_arg;
+    s->cs.log_level = conf->log_level;
+    CDS_INIT_LIST_HEAD(&s->cs.linger);
+    tp_msg_cache_init(&s->cs.cache);
+    s->epfd = s->cs.epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->listeners = s->cs.listeners = calloc(conf->nlisten, sizeof(*s->listeners));
+    if (s->epfd < 0 || s->listeners == NULL ||
+        tp_table_init(&s->cs.table, conf->max_connections) < 0) {
         snprintf(err, errlen, "cannot set up: %s", strerror(errno));
         goto out_destroy;
     }
@@ -193,25 +208,25 @@ out_destroy:
 
 static void warn_accept(struct tp_server *s, struct tp_listener *l, const char *why)
 {
-    if (s->now_ms - s->last_accept_warn_ms < WARN_EVERY_MS &&
+    if (s->cs.now_ms - s->last_accept_warn_ms < WARN_EVERY_MS &&
         s->last_accept_warn_ms != 0)
         return;
-    s->last_accept_warn_ms = s->now_ms;
-    tp_server__log(s, TP_LOG_WARN, "%s: %s", l->name, why);
+    s->last_accept_warn_ms = s->cs.now_ms;
+    log_(s, TP_LOG_WARN, "%s: %s", l->name, why);
 }
 
 static bool accept_one(struct tp_server *s, struct tp_listener *l)
 {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    bool refuse;
 
     if (fd >= 0) {
-        if (s->stats.open >= s->max_conns) {
-            close(fd);
-            TP_STAT_ADD(s, rejected_max_conn, 1);
+        refuse = s->cs.stats.open >= s->max_conns;
+        if (refuse) {
+            TP_STAT_ADD(&s->cs, rejected_max_conn, 1);
             warn_accept(s, l, "max_connections reached, refusing connections");
-        } else {
-            tp_conn__open(s, l, fd);
         }
+        tp_conn__open(&s->cs, l, fd, refuse);
         return true;
     }
     switch (errno) {
@@ -223,8 +238,8 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
     default:
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: out of a resource. Leave the
          * connections in the backlog and try again shortly. */
-        TP_STAT_ADD(s, accept_errors, 1);
-        l->paused_until_ms = s->now_ms + ACCEPT_PAUSE_MS;
+        TP_STAT_ADD(&s->cs, accept_errors, 1);
+        l->paused_until_ms = s->cs.now_ms + ACCEPT_PAUSE_MS;
         warn_accept(s, l, errno == EMFILE || errno == ENFILE
                     ? "accept: out of file descriptors, pausing accepts"
                     : strerror(errno));
@@ -240,90 +255,52 @@ static void accept_ready(struct tp_server *s)
     for (i = 0; i < s->nlisten; i++) {
         struct tp_listener *l = &s->listeners[i];
 
-        if (!l->ready || l->fd < 0 || s->now_ms < l->paused_until_ms)
+        if (!l->ready || l->fd < 0 || s->cs.now_ms < l->paused_until_ms)
             continue;
         for (n = 0; n < ACCEPT_BUDGET && accept_one(s, l); n++)
             ;
     }
 }
 
-/* ---- the connections to come back to ---- */
+/* ---- the pool's replies, and the connections to come back to ---- */
 
-static void run_pending(struct tp_server *s)
-{
-    struct tp_conn *c, *list = s->pending;
-
-    s->pending = NULL;
-    while ((c = list) != NULL) {
-        list = c->next_pending;
-        c->flags &= (uint16_t)~TP_CONN_PENDING;
-        tp_conn__resume(s, c);
-    }
-}
-
-static void run_waiting(struct tp_server *s)
-{
-    struct tp_conn *c, *list = s->waiting;
-
-    if (s->pool != NULL && tp_pool_is_full(s->pool))
-        return;
-    s->waiting = NULL;
-    while ((c = list) != NULL) {
-        list = c->next_wait;
-        c->flags &= (uint16_t)~TP_CONN_WAITING;
-        tp_conn__resume(s, c);
-    }
-}
-
-static void run_dirty(struct tp_server *s)
-{
-    struct tp_conn *c, *list;
-
-    while ((list = s->dirty) != NULL) {
-        s->dirty = NULL;
-        while ((c = list) != NULL) {
-            list = c->next_dirty;
-            c->flags &= (uint16_t)~TP_CONN_DIRTY;
-            tp_conn__flush(s, c);
-        }
-    }
-}
-
-static void drain_pool(struct tp_server *s, bool clear)
+static void take_replies(struct tp_server *s, bool clear)
 {
     struct tp_msg_list replies;
     struct tp_msg *m;
 
     tp_msg_list_init(&replies);
-    tp_pool_drain(s->pool, clear, &replies, &s->pool_retry);
+    tp_pool_drain(s->cs.pool, clear, &replies, &s->pool_retry);
     while ((m = tp_msg_list_pop(&replies)) != NULL)
-        tp_conn__deliver(s, m);
+        tp_conn__reply(&s->cs, m);
 }
 
-/* ---- timers: per-listener lists in deadline order, so O(1) each ---- */
-
-static void expire_listener(struct tp_server *s, struct tp_listener *l)
+static void run_list(struct tp_server *s, enum tp_table_list which)
 {
-    const struct tp_listen_conf *lc = l->conf;
-    struct tp_conn *c;
+    struct tp_conn *c, *walk = tp_table_take(&s->cs.table, which);
 
-    while (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle)) {
-        c = cds_list_first_entry(&l->idle, struct tp_conn, idle);
-        if (s->now_ms - c->active_ms < (int64_t)lc->idle_timeout_ms + l->idle_slack_ms)
-            break;
-        tp_server__log(s, TP_LOG_DEBUG, "%s: closing idle connection %s", l->name,
-                       tp_conn__peer(c));
-        tp_conn_close(s, c, TP_CLOSE_IDLE);
-    }
-    while (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial)) {
-        c = cds_list_first_entry(&l->partial, struct tp_conn, partial);
-        if (s->now_ms - c->partial_ms < lc->read_timeout_ms)
-            break;
-        tp_server__log(s, TP_LOG_INFO, "%s: closing %s: it held a partial message "
-                       "past read_timeout", l->name, tp_conn__peer(c));
-        tp_conn_close(s, c, TP_CLOSE_READ_TIMEOUT);
+    while ((c = tp_table_pop(&walk, which)) != NULL) {
+        if (which == TP_LIST_DIRTY)
+            tp_conn__flush(&s->cs, c);
+        else
+            tp_conn__resume(&s->cs, c);
     }
 }
+
+/* Publishes what was staged for the pool. An inline pool runs it here, and
+ * its replies may stage more (the next batch of a connection) or give other
+ * connections output: go on until nothing is left. */
+static void publish(struct tp_server *s)
+{
+    for (;;) {
+        run_list(s, TP_LIST_DIRTY);
+        if (tp_pool_flush(s->cs.pool) == 0 || !tp_pool_is_inline(s->cs.pool))
+            return;
+        take_replies(s, false);
+    }
+}
+
+/* ---- timers ---- */
 
 static int64_t earliest(int64_t a, int64_t b)
 {
@@ -334,30 +311,24 @@ static int64_t earliest(int64_t a, int64_t b)
  * something is waiting to be picked up again. */
 static int wait_ms(struct tp_server *s)
 {
-    int64_t next = s->now_ms + MAX_WAIT_MS;
+    int64_t next = s->cs.now_ms + MAX_WAIT_MS;
     size_t i;
 
-    if (s->pending != NULL || s->pool_retry ||
-        (s->waiting != NULL && s->pool != NULL && !tp_pool_is_full(s->pool)))
+    if (!tp_table_is_empty(&s->cs.table, TP_LIST_PENDING) || s->pool_retry ||
+        (!tp_table_is_empty(&s->cs.table, TP_LIST_WAITING) && !tp_pool_is_full(s->cs.pool)))
         return 0;
     for (i = 0; i < s->nlisten; i++) {
         struct tp_listener *l = &s->listeners[i];
-        const struct tp_listen_conf *lc = l->conf;
 
         if (l->ready && l->fd >= 0)
             next = earliest(next, l->paused_until_ms);
-        if (lc->idle_timeout_ms > 0 && !cds_list_empty(&l->idle))
-            next = earliest(next, cds_list_first_entry(&l->idle, struct tp_conn,
-                                                       idle)->active_ms +
-                                   lc->idle_timeout_ms + l->idle_slack_ms);
-        if (lc->read_timeout_ms > 0 && !cds_list_empty(&l->partial))
-            next = earliest(next, cds_list_first_entry(&l->partial, struct tp_conn,
-                                                       partial)->partial_ms + lc->read_timeout_ms);
+        next = earliest(next, tp_conn__next_timer(&s->cs, l));
     }
+    next = earliest(next, tp_conn__next_linger_check(&s->cs));
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0)
         next = earliest(next, s->stop_deadline_ms);
     /* COARSE time runs up to a tick behind: round up so we never spin. */
-    return next <= s->now_ms ? 0 : (int)(next - s->now_ms) + 1;
+    return next <= s->cs.now_ms ? 0 : (int)(next - s->cs.now_ms) + 1;
 }
 
 /* ---- stopping ---- */
@@ -378,15 +349,13 @@ static void for_each_open(struct tp_server *s, bool now)
 {
     uint32_t i;
 
-    for (i = 0; i < s->nslots; i++) {
-        struct tp_conn *c = &s->chunks[i / 1024][i % 1024];
+    for (i = 0; i < s->cs.table.nslots; i++) {
+        struct tp_conn *c = tp_table_at(&s->cs.table, i);
 
-        if (c->state != TP_CONN_OPEN)
-            continue;
         if (now)
-            tp_conn_close(s, c, TP_CLOSE_SHUTDOWN);
+            tp_conn_close(&s->cs, c, TP_CLOSE_SHUTDOWN, true);
         else
-            tp_conn__drain(s, c);
+            tp_conn__stop(&s->cs, c);
     }
 }
 
@@ -397,17 +366,16 @@ static void begin_stop(struct tp_server *s, int level)
     close_listeners(s);
     if (level == STOP_GRACEFUL) {
         s->stop_state = STOP_GRACEFUL;
-        s->stop_deadline_ms = s->now_ms + s->conf->shutdown_timeout_ms;
-        tp_server__log(s, TP_LOG_INFO, "shutting down: finishing %llu "
-                       "connections (signal again to stop at once)",
-                       (unsigned long long)s->stats.open);
+        s->stop_deadline_ms = s->cs.now_ms + s->conf->shutdown_timeout_ms;
+        log_(s, TP_LOG_INFO, "shutting down: finishing %llu connections (signal "
+             "again to stop at once)", (unsigned long long)s->cs.stats.open);
         for_each_open(s, false);
         return;
     }
     s->stop_state = STOP_NOW;
-    if (s->stats.open > 0)
-        tp_server__log(s, TP_LOG_WARN, "stopping now: closing %llu connections",
-                       (unsigned long long)s->stats.open);
+    if (s->cs.stats.open > 0)
+        log_(s, TP_LOG_WARN, "stopping now: closing %llu connections",
+             (unsigned long long)s->cs.stats.open);
     for_each_open(s, true);
 }
 
@@ -424,22 +392,24 @@ void tp_server_stop(tp_server_t *s, bool graceful)
 
 static void log_stats(struct tp_server *s)
 {
-    const struct tp_stats *st = &s->stats;
+    const struct tp_stats *st = &s->cs.stats;
 
-    tp_server__log(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused %llu, "
-                   "messages %llu, bytes in %llu out %llu, closed: peer %llu "
-                   "error %llu oversize %llu idle %llu read_timeout %llu app %llu "
-                   "shutdown %llu",
-                   (unsigned long long)st->open, (unsigned long long)st->accepted,
-                   (unsigned long long)st->rejected_max_conn,
-                   (unsigned long long)st->msgs_in, (unsigned long long)st->bytes_in,
-                   (unsigned long long)st->bytes_out, (unsigned long long)st->closed_peer,
-                   (unsigned long long)st->closed_error,
-                   (unsigned long long)st->closed_oversize,
-                   (unsigned long long)st->closed_idle,
-                   (unsigned long long)st->closed_read_timeout,
-                   (unsigned long long)st->closed_app,
-                   (unsigned long long)st->closed_shutdown);
+    log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused %llu, "
+         "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
+         "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu, "
+         "lingering %llu (of %llu, %llu cut short)",
+         (unsigned long long)st->open, (unsigned long long)st->accepted,
+         (unsigned long long)st->rejected_max_conn,
+         (unsigned long long)st->msgs_in, (unsigned long long)st->bytes_in,
+         (unsigned long long)st->bytes_out, (unsigned long long)st->closed_peer,
+         (unsigned long long)st->closed_error,
+         (unsigned long long)st->closed_oversize,
+         (unsigned long long)st->closed_idle,
+         (unsigned long long)st->closed_read_timeout,
+         (unsigned long long)st->closed_app,
+         (unsigned long long)st->closed_shutdown,
+         (unsigned long long)st->lingering, (unsigned long long)st->lingered,
+         (unsigned long long)st->linger_cut);
 }
 
 static void on_signals(struct tp_server *s)
@@ -450,12 +420,12 @@ static void on_signals(struct tp_server *s)
         switch (si.ssi_signo) {
         case SIGINT:
         case SIGTERM:
-            tp_server__log(s, TP_LOG_INFO, "got %s", strsignal((int)si.ssi_signo));
+            log_(s, TP_LOG_INFO, "got %s", strsignal((int)si.ssi_signo));
             begin_stop(s, s->stop_state == STOP_NONE ? STOP_GRACEFUL : STOP_NOW);
             break;
         case SIGHUP:
-            tp_server__log(s, TP_LOG_WARN, "got SIGHUP: reload is not supported "
-                           "yet; restart to apply a new conf");
+            log_(s, TP_LOG_WARN, "got SIGHUP: reload is not supported yet; "
+                 "restart to apply a new conf");
             break;
         case SIGUSR1:
             log_stats(s);
@@ -475,8 +445,8 @@ static void on_stop_request(struct tp_server *s)
 
 static bool finished(const struct tp_server *s)
 {
-    return s->stop_state != STOP_NONE && s->live_slots == 0 &&
-           (s->pool == NULL || tp_pool_inflight(s->pool) == 0);
+    return s->stop_state != STOP_NONE && s->cs.table.live == 0 &&
+           tp_pool_inflight(s->cs.pool) == 0;
 }
 
 /* ---- the loop ---- */
@@ -485,7 +455,10 @@ static void on_event(struct tp_server *s, const struct epoll_event *ev, bool *po
 {
     switch (*(const uint8_t *)ev->data.ptr) {
     case TP_SRC_CONN:
-        tp_conn__event(s, ev->data.ptr, ev->events);
+        tp_conn__event(&s->cs, ev->data.ptr, ev->events);
+        /* Inline, answer now: the connection is still in cache. */
+        if (tp_pool_is_inline(s->cs.pool))
+            publish(s);
         break;
     case TP_SRC_LISTENER:
         ((struct tp_listener *)ev->data.ptr)->ready = true;
@@ -507,20 +480,20 @@ static void turn(struct tp_server *s, bool pool_ready)
     size_t i;
 
     accept_ready(s);
-    if (s->pool != NULL && (pool_ready || s->pool_retry || tp_pool_inflight(s->pool) > 0))
-        drain_pool(s, pool_ready);
-    run_pending(s);
-    run_waiting(s);
-    if (s->pool != NULL)
-        tp_pool_flush(s->pool);
-    run_dirty(s);
+    if (pool_ready || s->pool_retry || tp_pool_inflight(s->cs.pool) > 0)
+        take_replies(s, pool_ready);
+    run_list(s, TP_LIST_PENDING);
+    if (!tp_pool_is_full(s->cs.pool))
+        run_list(s, TP_LIST_WAITING);
     for (i = 0; i < s->nlisten; i++)
-        expire_listener(s, &s->listeners[i]);
+        tp_conn__expire(&s->cs, &s->listeners[i]);
+    tp_conn__check_lingering(&s->cs);
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0 &&
-        s->now_ms >= s->stop_deadline_ms) {
-        tp_server__log(s, TP_LOG_WARN, "shutdown_timeout passed");
+        s->cs.now_ms >= s->stop_deadline_ms) {
+        log_(s, TP_LOG_WARN, "shutdown_timeout passed");
         begin_stop(s, STOP_NOW);
     }
+    publish(s);
 }
 
 static void log_start(struct tp_server *s)
@@ -528,9 +501,9 @@ static void log_start(struct tp_server *s)
     size_t i;
 
     for (i = 0; i < s->nlisten; i++)
-        tp_server__log(s, TP_LOG_INFO, "listening on %s (app %s, framing %s)",
-                       s->listeners[i].name, s->listeners[i].env.app->name,
-                       tp_conf_framing_name(s->listeners[i].conf->framing));
+        log_(s, TP_LOG_INFO, "listening on %s (app %s, framing %s)",
+             s->listeners[i].name, s->listeners[i].env.app->name,
+             tp_conf_framing_name(s->listeners[i].conf->framing));
 }
 
 int tp_server_run(tp_server_t *s)
@@ -544,7 +517,7 @@ int tp_server_run(tp_server_t *s)
         n = epoll_wait(s->epfd, ev, MAX_EVENTS, wait_ms(s));
         if (n < 0 && errno != EINTR)
             return -errno;
-        s->now_ms = clock_ms();
+        s->cs.now_ms = clock_ms();
         pool_ready = false;
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);
@@ -563,7 +536,7 @@ uint16_t tp_server_port(const tp_server_t *s, size_t i)
 
 void tp_server_stats(const tp_server_t *s, struct tp_stats *out)
 {
-    const uint64_t *from = (const uint64_t *)&s->stats;
+    const uint64_t *from = (const uint64_t *)&s->cs.stats;
     uint64_t *to = (uint64_t *)out;
     size_t i;
 
@@ -577,10 +550,11 @@ void tp_server_destroy(tp_server_t *s)
 
     if (s == NULL)
         return;
-    tp_pool_destroy(s->pool);     /* no worker runs from here on */
-    s->pool = NULL;               /* so closes below run app->close inline */
-    if (s->chunks != NULL)
+    /* After a normal run every slot is free. Otherwise close what is left;
+     * app->close calls staged now die with the pool, unrun. */
+    if (s->cs.table.chunks != NULL && s->cs.pool != NULL)
         for_each_open(s, true);
+    tp_pool_destroy(s->cs.pool);
     close_listeners(s);
     for (i = 0; i < s->nlisten; i++)
         if (s->listeners[i].app_started && s->listeners[i].env.app->fini != NULL)
@@ -589,8 +563,8 @@ void tp_server_destroy(tp_server_t *s)
         close(s->stop_src.fd);
     if (s->epfd >= 0)
         close(s->epfd);
-    tp_conn__table_fini(s);
-    tp_msg_cache_fini(&s->cache);
+    tp_table_fini(&s->cs.table);
+    tp_msg_cache_fini(&s->cs.cache);
     free(s->listeners);
     free(s);
 }

@@ -38,7 +38,13 @@ struct tp_stats {
              closed_read_timeout, closed_app, closed_shutdown;
     uint64_t msgs_in, bytes_in, bytes_out;
     uint64_t replies_dropped;            /* for connections already closed */
-    uint64_t bytes_discarded;            /* partial messages dropped at close */
+    uint64_t bytes_discarded;            /* input dropped at close: partial
+                                            messages, and what arrives while
+                                            lingering */
+    uint64_t lingering;                  /* connections lingering now */
+    uint64_t lingered;                   /* lingering closes begun */
+    uint64_t linger_cut;                 /* ... cut short by lingering_timeout
+                                            or lingering_max */
 };
 
 /* Binds every listener of conf and starts the workers (conf->workers, -1 =

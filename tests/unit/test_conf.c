@@ -172,6 +172,8 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(a->idle_timeout_ms, b->idle_timeout_ms);
     cr_expect_eq(a->read_timeout_ms, b->read_timeout_ms);
     cr_expect_eq(a->send_buffer_max, b->send_buffer_max);
+    cr_expect_eq(a->lingering_timeout_ms, b->lingering_timeout_ms);
+    cr_expect_eq(a->lingering_max, b->lingering_max);
     cr_expect_eq(a->backlog, b->backlog);
     cr_expect_eq(a->reuseport, b->reuseport);
     cr_expect_eq(a->tcp_nodelay, b->tcp_nodelay);
@@ -196,6 +198,7 @@ Test(conf, every_directive)
                       "    backlog 16;\n"
                       "    reuseport on;\n"
                       "    tcp_nodelay off;\n"
+                      "    lingering_timeout 2s; lingering_max 1m;\n"
                       "}\n"
                       "listen [::1]:7001;\n"
                       "listen \"127.0.0.2:7001\" { framing 'raw'; }\n"), 0, "%s", err);
@@ -215,13 +218,15 @@ Test(conf, every_directive)
     cr_expect_eq(l->backlog, 16);
     cr_expect(l->reuseport);
     cr_expect(!l->tcp_nodelay);
+    cr_expect_eq(l->lingering_timeout_ms, 2000);
+    cr_expect_eq(l->lingering_max, 1 << 20);
     cr_expect_eq(l->line, 6);
     cr_expect(strstr(l->file, "t.conf") != NULL);
     l = &conf.listen[1];                  /* without a block: all defaults */
     cr_expect_str_eq(l->app, "echo");
     cr_expect_eq(l->framing, TP_FRAMING_LINE);
     cr_expect_eq(l->max_message, 65536);
-    cr_expect_eq(l->line, 17);
+    cr_expect_eq(l->line, 18);
     cr_expect_eq(conf.listen[2].framing, TP_FRAMING_RAW);
 }
 
@@ -229,8 +234,10 @@ Test(conf, workers_auto_and_zero)
 {
     cr_assert_eq(load("workers auto; listen 7000;"), 0, "%s", err);
     cr_expect_eq(conf.workers, -1);
+    cr_expect_eq(tp_conf_workers(&conf), (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
     cr_assert_eq(load("workers 0; listen 7000;"), 0, "%s", err);
     cr_expect_eq(conf.workers, 0);
+    cr_expect_eq(tp_conf_workers(&conf), 0);
 }
 
 Test(conf, include_relative_and_glob)

@@ -10,11 +10,28 @@ Test(msg, new_rounds_up_to_a_size_class_and_zeroes_the_header)
 
     cr_assert_not_null(m);
     cr_assert_geq(m->cap, 100);
-    cr_assert_eq(m->cap, tp_msg_small_cap());
+    cr_assert_eq(m->cap, tp_msg_class_cap(1));
+    cr_assert_eq(m->sclass, 1);
     cr_assert_eq(m->len, 0);
     cr_assert_null(m->next);
     cr_assert_eq(m->kind, 0);
     tp_msg_free(m);
+}
+
+Test(msg, each_class_holds_more_and_a_message_of_its_size_fits_it)
+{
+    unsigned k;
+
+    cr_assert_eq(tp_msg_class_cap(0), 0);
+    for (k = 1; tp_msg_class_cap(k) > 0; k++) {
+        struct tp_msg *m = tp_msg_new(tp_msg_class_cap(k));
+
+        cr_assert_gt(tp_msg_class_cap(k), tp_msg_class_cap(k - 1));
+        cr_assert_eq(m->sclass, k);
+        cr_assert_eq(m->cap, tp_msg_class_cap(k));
+        tp_msg_free(m);
+    }
+    cr_assert_geq(k, 4, "read buffers use classes 1..3");
 }
 
 Test(msg, header_only_messages_have_no_room)

@@ -177,8 +177,61 @@ Test(pool, destroy_frees_work_never_run)
     tp_pool_destroy(p);   /* staged, queued and replied messages: no leak */
 }
 
-Test(pool, zero_workers_is_refused)
+Test(pool, zero_workers_run_the_work_at_flush_on_the_caller)
 {
-    cr_assert_null(tp_pool_create(0, work_double, NULL, 1));
-    cr_assert_eq(errno, EINVAL);
+    tp_pool_t *p = tp_pool_create(0, work_extra, NULL, 1 << 20);
+    struct tp_msg_list got;
+    struct tp_msg *m;
+    bool again = true;
+    int i;
+
+    cr_assert_not_null(p);
+    cr_assert(tp_pool_is_inline(p));
+    cr_assert_eq(tp_pool_event_fd(p), -1);
+    tp_msg_list_init(&got);
+    for (i = 0; i < 3; i++)
+        cr_assert_eq(tp_pool_submit(p, numbered((uint64_t)i)), 0);
+    /* Nothing runs before the flush, as with threads. */
+    cr_assert_eq(tp_pool_drain(p, false, &got, &again), 0);
+    cr_assert_eq(tp_pool_inflight(p), 3);
+    cr_assert_eq(tp_pool_flush(p), 3);
+    cr_assert_eq(tp_pool_drain(p, false, &got, &again), 6);
+    cr_assert_not(again);
+    cr_assert_eq(tp_pool_inflight(p), 0);
+    for (i = 0; i < 3; i++) {             /* each extra, then its original */
+        m = tp_msg_list_pop(&got);
+        cr_assert_eq(m->kind, TP_MSG_SEND);
+        cr_assert_eq(m->h.slot, (uint32_t)i);
+        tp_msg_free(m);
+        m = tp_msg_list_pop(&got);
+        cr_assert_eq(m->kind, TP_MSG_DONE);
+        cr_assert_eq(m->h.slot, (uint32_t)i);
+        tp_msg_free(m);
+    }
+    cr_assert_eq(tp_pool_flush(p), 0);
+    tp_pool_submit(p, numbered(9));       /* destroy frees what was never run */
+    tp_pool_destroy(p);
+}
+
+Test(pool, zero_workers_keep_the_backlog_limit)
+{
+    tp_pool_t *p = tp_pool_create(0, work_double, NULL, 16);
+    struct tp_msg_list got;
+    struct tp_msg *m;
+    bool again;
+
+    tp_msg_list_init(&got);
+    cr_assert_eq(tp_pool_submit(p, numbered(1)), 0);
+    cr_assert_eq(tp_pool_submit(p, numbered(2)), 0);
+    cr_assert(tp_pool_is_full(p));
+    m = numbered(3);
+    cr_assert_eq(tp_pool_submit(p, m), -ENOBUFS);
+    tp_msg_free(m);                       /* refused: still ours */
+    tp_pool_flush(p);
+    cr_assert(tp_pool_is_full(p), "full until the replies are taken");
+    cr_assert_eq(tp_pool_drain(p, false, &got, &again), 2);
+    cr_assert_not(tp_pool_is_full(p));
+    while ((m = tp_msg_list_pop(&got)) != NULL)
+        tp_msg_free(m);
+    tp_pool_destroy(p);
 }

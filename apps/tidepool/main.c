@@ -16,7 +16,8 @@
 #include "tp_conf.h"
 #include "tp_reactor.h"
 
-#define RESERVED_FDS 32   /* listeners, epoll, eventfds, stdio, logs */
+#define RESERVED_FDS 96   /* listeners, epoll, eventfds, stdio, logs, and
+                             refused connections lingering (at most 64) */
 
 struct options {
     const char *conf_path;   /* NULL: the built-in default */
@@ -195,11 +196,6 @@ int main(int argc, char **argv)
     if (resolve_apps(&conf, apps) < 0)
         return 1;
     fit_fd_limit(&conf);
-    if (conf.workers < 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
-        conf.workers = ncpu > 0 ? (int)ncpu : 1;
-    }
     opts.signal_fd = signals_fd();
     if (opts.signal_fd < 0) {
         fprintf(stderr, "tidepool: signalfd: %s\n", strerror(errno));
@@ -210,8 +206,8 @@ int main(int argc, char **argv)
         logf_(TP_LOG_ERROR, "%s", err);
         return 1;
     }
-    logf_(TP_LOG_INFO, "tidepool %s started (pid %d, %d workers, max_connections %u)",
-          TP_VERSION, (int)getpid(), conf.workers, conf.max_connections);
+    logf_(TP_LOG_INFO, "tidepool %s started (pid %d, %u workers, max_connections %u)",
+          TP_VERSION, (int)getpid(), tp_conf_workers(&conf), conf.max_connections);
     rc = tp_server_run(srv);
     tp_server_destroy(srv);
     close(opts.signal_fd);

@@ -1,0 +1,142 @@
+/* tp_conn.h - a connection's life; internal to reactor/, reactor thread only.
+ *
+ *            accept                 EOF, app CLOSE, oversize, timeouts, stop
+ *   FREE ----------> READING ------------------------------------+
+ *    ^                  |                                         v
+ *    |                  | error, overflow, stop now          FINISHING
+ *    |                  |   (and from FINISHING, LINGERING)       |  nothing at the pool,
+ *    |                  v                                         |  nothing to ship or write
+ *    |   pool idle,   CLOSED <------ EOF seen, or an error -------+
+ *    +--- app told <----+                                         |  else: shutdown(SHUT_WR)
+ *                       ^                                         v
+ *                       +--- peer took every reply, peer EOF, LINGERING
+ *                            lingering_timeout, lingering_max       (refused connections
+ *                                                                    start here)
+ *
+ *   READING    reads until EAGAIN, cuts whole messages, hands them to the pool
+ *              (one batch at a time, so replies keep their order) and writes
+ *              the replies; pauses while output is over send_buffer_max.
+ *   FINISHING  reads no more; the messages already read still run and their
+ *              replies are written. After an EOF the unterminated tail of a
+ *              line listener is the last message; after an app's CLOSE what
+ *              came later is dropped; otherwise a partial message is.
+ *   LINGERING  every reply is with the kernel and our FIN is queued; input is
+ *              read and dropped (closing on unread bytes would make the kernel
+ *              send RST and throw away replies the peer has not yet taken)
+ *              until the kernel's send queue is empty, the peer closes, or
+ *              lingering_timeout / lingering_max cut it short.
+ *   CLOSED     the fd is closed (tp_conn_close is the one place that does it);
+ *              the slot waits for its message at the pool and for app->close.
+ *
+ * set_state() in tp_conn.c is the one place a state changes; progress() is
+ * the one place that decides what comes after FINISHING, LINGERING and
+ * CLOSED. The app never runs inside these functions: messages go to the pool
+ * (tp_pool_submit) and come back through tp_conn__reply(). */
+#ifndef TP_CONN_H
+#define TP_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <urcu/list.h>
+
+#include "tp_call.h"
+#include "tp_conf.h"
+#include "tp_msg.h"
+#include "tp_pool.h"
+#include "tp_reactor.h"
+#include "tp_table.h"
+
+/* What an epoll event points at: each such struct starts with this. */
+enum tp_source { TP_SRC_CONN, TP_SRC_LISTENER, TP_SRC_POOL, TP_SRC_SIGNAL,
+                 TP_SRC_STOP };
+
+enum tp_close_reason { TP_CLOSE_PEER, TP_CLOSE_ERROR, TP_CLOSE_OVERSIZE,
+                       TP_CLOSE_IDLE, TP_CLOSE_READ_TIMEOUT, TP_CLOSE_APP,
+                       TP_CLOSE_SHUTDOWN, TP_CLOSE_REFUSED };
+
+/* A listen block at run time. The reactor fills it and owns the socket;
+ * connections read its conf and keep its lists. */
+struct tp_listener {
+    uint8_t source;               /* TP_SRC_LISTENER */
+    bool ready;                   /* reactor: an accept edge not yet taken */
+    bool app_started;             /* reactor: app->init ran */
+    uint16_t index;
+    uint16_t port;
+    int fd;                       /* reactor: -1 once closed for shutdown */
+    int64_t paused_until_ms;      /* reactor: accepts retry then (EMFILE) */
+    const struct tp_listen_conf *conf;
+    struct tp_call_env env;
+    char name[72];                /* conf address with the bound port, for logs */
+    uint32_t idle_slack_ms;       /* idle list order may lag activity this much */
+    struct cds_list_head conns;   /* READING and FINISHING connections */
+    struct cds_list_head idle;    /* the same, oldest activity first */
+    struct cds_list_head partial; /* READING with a partial message, oldest first */
+};
+
+typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg);
+
+/* Everything connections share. The reactor embeds and owns it. */
+struct tp_conns {
+    struct tp_table table;
+    struct tp_listener *listeners;  /* indexed by tp_msg.listener */
+    struct tp_msg_cache cache;
+    tp_pool_t *pool;
+    int epfd;
+    int64_t now_ms;               /* cached once per loop turn */
+    struct cds_list_head linger;  /* LINGERING connections, next check first */
+    uint32_t refused_lingering;   /* refused connections now LINGERING */
+    enum tp_log_level log_level;
+    tp_conns_log_fn *log;         /* NULL: no log */
+    void *log_arg;
+    struct tp_stats stats;        /* reactor writes (relaxed atomic stores),
+                                     any thread reads */
+};
+
+/* Adds n to a counter; only the reactor thread writes counters. */
+#define TP_STAT_ADD(cs, field, n) \
+    __atomic_store_n(&(cs)->stats.field, (cs)->stats.field + (n), __ATOMIC_RELAXED)
+
+/* Logs at level if the conf lets it through. */
+void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Takes an accepted fd: a new READING connection, or with refuse (over
+ * max_connections) one that only lingers. Closes fd if it cannot be set up. */
+void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse);
+
+/* An epoll event for c. */
+void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events);
+
+/* Reads c again: it was on the pending or waiting list. */
+void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c);
+
+/* Writes c's output: it was on the dirty list. */
+void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c);
+
+/* A message back from the pool: a batch done, or a send or broadcast. */
+void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m);
+
+/* Begins closing c for why. With now, the fd closes at once and unwritten
+ * output is dropped (errors, stop now); otherwise c finishes what it read,
+ * writes the replies and lingers. The one close path. */
+void tp_conn_close(struct tp_conns *cs, struct tp_conn *c, enum tp_close_reason why,
+                   bool now);
+
+/* Graceful stop: c takes in what already arrived, then closes for shutdown. */
+void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c);
+
+/* Closes what timed out on l (idle_timeout, read_timeout), and checks the
+ * lingering connections that are due. */
+void tp_conn__expire(struct tp_conns *cs, struct tp_listener *l);
+void tp_conn__check_lingering(struct tp_conns *cs);
+
+/* The earliest time a timer of l, or of the lingering connections, is due
+ * (INT64_MAX if none). */
+int64_t tp_conn__next_timer(struct tp_conns *cs, struct tp_listener *l);
+int64_t tp_conn__next_linger_check(struct tp_conns *cs);
+
+/* c's peer address as text, for the rare log line; valid until the next
+ * call. */
+const char *tp_conn__peer(const struct tp_conn *c);
+
+#endif /* TP_CONN_H */
