@@ -36,7 +36,7 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     l->read_timeout_ms = 60 * 1000;
     l->send_buffer_max = 1024 * 1024;
     l->lingering_timeout_ms = 5 * 1000;
-    l->lingering_max = 16 * 1024 * 1024;
+    l->lingering_max = 64 * 1024 * 1024;
     l->backlog = 4096;
     l->reuseport = false;
     l->tcp_nodelay = true;
@@ -518,7 +518,7 @@ static int set_framing(struct parser *p, const struct stmt *st, struct tp_listen
 
 static int set_max_message(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
-    uint64_t v;
+    uint64_t v = 0;
 
     if (get_size(p, st, 1, 64u << 20, "a size from 1 to 64m", &v) < 0)
         return -1;

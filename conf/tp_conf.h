@@ -31,7 +31,8 @@ struct tp_listen_conf {
     uint64_t send_buffer_max;         /* unsent reply bytes before reading pauses; default 1m */
     uint32_t lingering_timeout_ms;    /* a close the server starts waits this long at most
                                          for the peer to take its replies; default 5s */
-    uint64_t lingering_max;           /* input read and dropped meanwhile, at most; default 16m */
+    uint64_t lingering_max;           /* input read and dropped meanwhile, at most
+                                         (then left unread); default 64m */
     int backlog;                      /* listen(2) backlog; default 4096 */
     bool reuseport;                   /* default off */
     bool tcp_nodelay;                 /* default on */

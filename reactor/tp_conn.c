@@ -399,24 +399,24 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
 
 /* ---- lingering ---- */
 
-/* LINGERING: drops what arrived. True once c may close: the peer closed or
- * reset, lingering_max was passed, or every byte we sent (and our FIN) was
+/* LINGERING: drops what arrived, up to lingering_max in all (past it the
+ * peer's writes block instead, which costs us nothing). True once c may
+ * close: the peer closed or reset, or every byte we sent and our FIN were
  * acknowledged, so the peer holds all its replies even if closing now makes
- * the kernel answer later input with RST. */
+ * the kernel answer its later input with RST. */
 static bool linger_done(struct tp_conns *cs, struct tp_conn *c)
 {
+    uint64_t room = c->l->conf->lingering_max;
     int unacked = 1;
     ssize_t n;
 
-    for (;;) {
-        n = read(c->fd, discard, sizeof(discard));
+    while (c->out_bytes < room) {
+        n = read(c->fd, discard, room - c->out_bytes < sizeof(discard)
+                                 ? room - c->out_bytes : sizeof(discard));
         if (n > 0) {
             TP_STAT_ADD(cs, bytes_discarded, (uint64_t)n);
             c->out_bytes += (size_t)n;
-            if (c->out_bytes <= c->l->conf->lingering_max)
-                continue;
-            TP_STAT_ADD(cs, linger_cut, 1);
-            return true;
+            continue;
         }
         if (n == 0)
             return true;
@@ -426,7 +426,6 @@ static bool linger_done(struct tp_conns *cs, struct tp_conn *c)
             return true;
         break;
     }
-    c->flags &= (uint16_t)~TP_CONN_READABLE;
     return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
 }
 

@@ -44,7 +44,7 @@ struct tp_stats {
     uint64_t lingering;                  /* connections lingering now */
     uint64_t lingered;                   /* lingering closes begun */
     uint64_t linger_cut;                 /* ... cut short by lingering_timeout
-                                            or lingering_max */
+                                            (replies may be lost) */
 };
 
 /* Binds every listener of conf and starts the workers (conf->workers, -1 =

@@ -19,11 +19,20 @@
 
 #include "tp_call.h"
 
+static long long now_ms(void);
+static bool wait_readable(int fd, long long deadline);
+
 void tpt_conf(struct tp_conf *conf, int workers)
 {
     tp_conf_init(conf);
     conf->workers = workers;
     cr_assert_eq(tp_conf_parse_addr("127.0.0.1:0", &conf->listen[0]), 0);
+}
+
+/* TPT_LOG=1 in the environment shows the server's log on stderr. */
+static void log_stderr(void *arg, enum tp_log_level level, const char *msg)
+{
+    fprintf(stderr, "[%s] %s\n", tp_conf_log_level_name(level), msg);
 }
 
 static void *serve(void *arg)
@@ -47,6 +56,10 @@ struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *ap
     for (i = 0; i < conf->nlisten; i++)
         t->apps[i] = app;
     opts.apps = t->apps;
+    if (getenv("TPT_LOG") != NULL) {
+        opts.log = log_stderr;
+        t->conf.log_level = TP_LOG_DEBUG;
+    }
     t->srv = tp_server_create(&t->conf, &opts, err, sizeof(err));
     cr_assert_not_null(t->srv, "tp_server_create: %s", err);
     t->port = tp_server_port(t->srv, 0);
@@ -73,7 +86,7 @@ struct tp_stats tpt_stats(const struct tpt_server *t)
     return st;
 }
 
-static int dial(int family, uint16_t port)
+static int dial(int family, uint16_t port, int rcvbuf)
 {
     struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -85,6 +98,8 @@ static int dial(int family, uint16_t port)
     cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (family == AF_INET)
         rc = connect(fd, (struct sockaddr *)&a4, sizeof(a4));
     else
@@ -93,8 +108,101 @@ static int dial(int family, uint16_t port)
     return fd;
 }
 
-int tpt_dial(uint16_t port) { return dial(AF_INET, port); }
-int tpt_dial6(uint16_t port) { return dial(AF_INET6, port); }
+int tpt_dial(uint16_t port) { return dial(AF_INET, port, 0); }
+int tpt_dial6(uint16_t port) { return dial(AF_INET6, port, 0); }
+int tpt_dial_small(uint16_t port, int rcvbuf) { return dial(AF_INET, port, rcvbuf); }
+
+void tpt_stream(char *buf, uint64_t off, size_t n)
+{
+    char line[TPT_LINE + 1];
+
+    while (n > 0) {
+        uint64_t i = off / TPT_LINE;
+        size_t at = off % TPT_LINE, take = TPT_LINE - at < n ? TPT_LINE - at : n;
+
+        snprintf(line, sizeof(line), "%063llu\n", (unsigned long long)i);
+        memcpy(buf, line + at, take);
+        buf += take;
+        off += take;
+        n -= take;
+    }
+}
+
+size_t tpt_stream_check(const char *buf, size_t n)
+{
+    char want[TPT_LINE];
+
+    for (size_t off = 0; off < n; off += TPT_LINE) {
+        size_t len = n - off < TPT_LINE ? n - off : TPT_LINE;
+
+        tpt_stream(want, off, len);
+        for (size_t i = 0; i < len; i++)
+            if (buf[off + i] != want[i])
+                return off + i;
+    }
+    return n;
+}
+
+static void *flood_main(void *arg)
+{
+    struct tpt_flood *f = arg;
+    static _Thread_local char chunk[TPT_LINE * 1024];
+    long long deadline = now_ms() + f->ms;
+
+    while (f->sent < f->limit && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE) &&
+           now_ms() < deadline) {
+        size_t want = f->limit - f->sent < sizeof(chunk) ? f->limit - f->sent : sizeof(chunk);
+        ssize_t n;
+
+        tpt_stream(chunk, f->sent, want);
+        n = send(f->fd, chunk, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            f->sent += (uint64_t)n;
+        else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            usleep(500);
+        else {
+            f->err = n < 0 ? errno : 0;
+            break;
+        }
+    }
+    return NULL;
+}
+
+void tpt_flood_start(struct tpt_flood *f, int fd, uint64_t limit, int ms)
+{
+    pthread_t th;
+
+    *f = (struct tpt_flood){ .fd = fd, .limit = limit, .ms = ms };
+    cr_assert_eq(pthread_create(&th, NULL, flood_main, f), 0);
+    f->thread = (unsigned long)th;
+}
+
+uint64_t tpt_flood_stop(struct tpt_flood *f)
+{
+    __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+    pthread_join((pthread_t)f->thread, NULL);
+    return f->sent;
+}
+
+ssize_t tpt_read_all(int fd, char *buf, size_t cap, int ms, bool *reset)
+{
+    long long deadline = now_ms() + ms;
+    size_t got = 0;
+
+    *reset = false;
+    while (wait_readable(fd, deadline)) {
+        ssize_t n = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            *reset = errno == ECONNRESET;
+        if (n <= 0 || got + (size_t)n >= cap)
+            return n > 0 ? -1 : (ssize_t)got;
+        got += (size_t)n;
+    }
+    return -1;
+}
 
 void tpt_write_all(int fd, const void *buf, size_t len)
 {
@@ -245,6 +353,18 @@ static void count_close(struct tp_call *call)
 
 const struct tp_app tpt_app_count = { .name = "count", .open = count_open,
                                       .message = count_message, .close = count_close };
+
+static int empty_message(struct tp_call *call, char *data, size_t len)
+{
+    if (tp_call_reply(call, data, 0) < 0 ||
+        tp_call_send(call, tp_call_conn(call), data, 0) < 0 ||
+        tp_call_broadcast(call, data, 0, true) < 0 ||
+        tp_call_reply(call, data, len) < 0)
+        return TP_APP_CLOSE;
+    return TP_APP_DONE;
+}
+
+const struct tp_app tpt_app_empty = { .name = "empty", .message = empty_message };
 
 int tpt_count_open(void) { return atomic_load(&opens); }
 int tpt_count_close(void) { return atomic_load(&closes); }

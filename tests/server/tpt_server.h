@@ -48,6 +48,40 @@ struct tp_stats tpt_stats(const struct tpt_server *t);
 int tpt_dial(uint16_t port);
 int tpt_dial6(uint16_t port);
 
+/* The same with a receive buffer of about rcvbuf bytes, set before connect
+ * so the window stays small (replies pile up on the server's side). */
+int tpt_dial_small(uint16_t port, int rcvbuf);
+
+/* A numbered stream: line i is i in 63 decimal digits and '\n' (64 bytes),
+ * so any prefix of it can be checked. */
+#define TPT_LINE 64
+/* Writes the stream's bytes [off, off + n) to buf. */
+void tpt_stream(char *buf, uint64_t off, size_t n);
+/* The offset of the first byte of buf[0..n) that differs from the stream,
+ * or n if none does. */
+size_t tpt_stream_check(const char *buf, size_t n);
+
+/* A thread that writes the stream to fd without ever reading, as fast as the
+ * socket takes it (non-blocking), until tpt_flood_stop(), `limit` bytes or
+ * `ms` milliseconds. */
+struct tpt_flood {
+    int fd;
+    uint64_t limit;
+    int ms;
+    uint64_t sent;                /* the flood thread writes; read after stop */
+    int err;                      /* errno that ended it, 0 if none */
+    int stop;                     /* atomic */
+    unsigned long thread;
+};
+void tpt_flood_start(struct tpt_flood *f, int fd, uint64_t limit, int ms);
+/* Stops and joins the thread; returns the bytes it sent. */
+uint64_t tpt_flood_stop(struct tpt_flood *f);
+
+/* Reads until EOF within ms into buf (cap bytes; more is an error). Returns
+ * bytes read; *reset tells whether it ended with ECONNRESET, -1 if the peer
+ * did not close in time. */
+ssize_t tpt_read_all(int fd, char *buf, size_t cap, int ms, bool *reset);
+
 /* Writes all of buf or fails the test. */
 void tpt_write_all(int fd, const void *buf, size_t len);
 
@@ -68,9 +102,11 @@ double tpt_cpu_seconds(void);
 void tpt_raise_fd_limit(void);
 
 /* Apps for the tests. slow: sleeps 2 ms per message, then echoes. chat: sends
- * each message to every other connection of the listener. count: echoes and
- * counts open/message/close calls (tpt_count_*). */
-extern const struct tp_app tpt_app_slow, tpt_app_chat, tpt_app_count;
+ * each message to every other connection of the listener. count: replies
+ * "<n>:<message>" where n numbers the connection in open order, and counts
+ * open/close calls (tpt_count_*). empty: makes a zero-byte reply, send and
+ * broadcast, then echoes. */
+extern const struct tp_app tpt_app_slow, tpt_app_chat, tpt_app_count, tpt_app_empty;
 int tpt_count_open(void), tpt_count_close(void);
 
 #endif /* TPT_SERVER_H */

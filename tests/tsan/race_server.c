@@ -162,14 +162,30 @@ int main(void)
         pthread_join(th[i], NULL);
     for (i = 0; i < CHATTERS; i++)
         pthread_join(chat_th[i], NULL);
-    /* Stop while a last client is mid-stream. */
+    /* Stop while a last client is mid-stream: what it sent before the stop
+     * is answered in full, then EOF. */
+    tp_server_stats(srv, &st);
     int fd = dial();
-    if (fd >= 0 && write(fd, "last\nwords\n", 11) != 11)
+    uint64_t accepted = st.accepted;
+    for (i = 0; i < 2000 && st.accepted == accepted; i++) {
+        usleep(5000);
+        tp_server_stats(srv, &st);
+    }
+    if (fd < 0 || st.accepted == accepted || write(fd, "last\nwords\n", 11) != 11)
         atomic_fetch_add(&failures, 1);
     tp_server_stop(srv, true);
-    pthread_join(loop, NULL);
-    if (fd >= 0)
+    if (fd >= 0) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        char back[32];
+        int got = read_all(fd, back, 11) == 0 && memcmp(back, "last\nwords\n", 11) == 0;
+
+        if (!got || poll(&p, 1, 10000) != 1 || read(fd, back, sizeof(back)) != 0) {
+            fprintf(stderr, "race_server: the last client's replies are missing\n");
+            atomic_fetch_add(&failures, 1);
+        }
         close(fd);
+    }
+    pthread_join(loop, NULL);
     tp_server_stats(srv, &st);
     tp_server_destroy(srv);
     if (st.open != 0)
