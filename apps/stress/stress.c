@@ -116,7 +116,7 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
         rate = (double)(s->n.msgs - prev->msgs) / dt;
         mb = (double)(s->n.bytes - prev->bytes) / dt / 1e6;
     }
-    fmt_us((double)tp_hist_percentile(s->interval, 99.0) / 1e3, p99, sizeof(p99));
+    fmt_us((double)tp_stress_hist_percentile(s->interval, 99.0) / 1e3, p99, sizeof(p99));
     printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
            elapsed, (unsigned long long)s->open,
            o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s" : "msg/s",
@@ -128,7 +128,7 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
 /* Waits for the run to end, printing progress each second if asked.
  * SIGINT/SIGTERM (blocked in every thread) stop it early. */
 static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, bool progress,
-                      struct tp_hist *interval)
+                      struct tp_stress_hist *interval)
 {
     struct tp_stress_counts prev = { 0 };
     uint64_t start = tp_stress_now_ns(), last = start, next = start + 1000000000ull, now;
@@ -146,7 +146,7 @@ static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, boo
             continue;
         struct tp_stress_snap s = { .interval = interval };
 
-        tp_hist_init(interval);
+        tp_stress_hist_init(interval);
         tp_stress_engine_snap(e, &s);
         progress_line(o, (double)(now - start) / 1e9, (double)(now - last) / 1e9, &s, &prev);
         prev = s.n;
@@ -175,8 +175,8 @@ static void summarize(struct summary *m)
     m->mb_per_s = (double)m->bytes / m->secs / 1e6;
     m->connects_per_s = o->mode == TP_STRESS_STORM ? (double)r->n.msgs / m->secs : 0.0;
     for (i = 0; i < 5; i++)
-        m->lat_us[i] = (double)tp_hist_percentile(&r->hist, pcts[i]) / 1e3;
-    m->lat_us[5] = tp_hist_mean(&r->hist) / 1e3;
+        m->lat_us[i] = (double)tp_stress_hist_percentile(&r->hist, pcts[i]) / 1e3;
+    m->lat_us[5] = tp_stress_hist_mean(&r->hist) / 1e3;
     m->ok = r->n.err[TP_STRESS_ERR_MISMATCH] == 0 && r->n.opened > 0;
 }
 
@@ -296,7 +296,7 @@ static void setup_signals(void)
 static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 {
     static struct tp_stress_result r;
-    static struct tp_hist interval;
+    static struct tp_stress_hist interval;
     unsigned a = pick_address(&o->target);
     const struct sockaddr *addr = (const struct sockaddr *)&o->target.addr[a];
     bool progress = !o->quiet && isatty(STDOUT_FILENO);

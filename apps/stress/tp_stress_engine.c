@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tp_pace.h"
+#include "tp_stress_pace.h"
 #include "tp_stress_engine.h"
 #include "tp_stress_msg.h"
 
@@ -87,9 +87,9 @@ struct worker {
     bool pace_started, stopping;
     bool refill;             /* -n budget came back: offer it to idle connections */
     bool no_pwait2;          /* the kernel lacks epoll_pwait2 */
-    struct tp_pace pace, ramp_pace;
-    struct tp_hist *rec;     /* total, or cur when progress is on */
-    struct tp_hist *total, *cur;
+    struct tp_stress_pace pace, ramp_pace;
+    struct tp_stress_hist *rec;  /* total, or cur when progress is on */
+    struct tp_stress_hist *total, *cur;
     struct tp_stress_counts n;
     unsigned notes;
     int other_errno;
@@ -99,7 +99,7 @@ struct worker {
     uint64_t end_ns, open_at_end;
     uint64_t next_sweep, next_publish;
     pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
-    struct tp_hist *pub_hist;
+    struct tp_stress_hist *pub_hist;
     struct tp_stress_counts pub_n;
     uint64_t pub_open;
 };
@@ -473,7 +473,7 @@ static void echo_readable(struct worker *w, struct conn *c)
     c->in_off += n;
     w->n.bytes += n;
     for (; c->seq_done < c->in_off / w->o->size; c->seq_done++)
-        tp_hist_record(w->rec, now - c->stamps[c->seq_done % w->o->depth]);
+        tp_stress_hist_record(w->rec, now - c->stamps[c->seq_done % w->o->depth]);
     w->n.msgs += c->seq_done - before;
     c->wait_since = now;
     echo_pump(w, c, now);
@@ -493,7 +493,7 @@ static void storm_readable(struct worker *w, struct conn *c)
         if (c->in_off == w->o->size) {
             c->seq_done = 1;
             w->n.msgs++;
-            tp_hist_record(w->rec, now - c->cycle_start);
+            tp_stress_hist_record(w->rec, now - c->cycle_start);
             conn_close(w, c, -1, now);
             return;
         }
@@ -556,7 +556,7 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
     case TP_STRESS_ECHO:
         if (w->o->rate > 0 && !w->pace_started) {
             w->pace_started = true;
-            tp_pace_init(&w->pace, now, w->rate);
+            tp_stress_pace_init(&w->pace, now, w->rate);
         }
         if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN)) < 0)
             conn_fail(w, c, -err, now);
@@ -620,7 +620,7 @@ static void pace_turn(struct worker *w, uint64_t now)
 
     if (!w->pace_started || w->open == 0)
         return;
-    due = tp_pace_due(&w->pace, now);
+    due = tp_stress_pace_due(&w->pace, now);
     if (due > MAX_DUE_PER_TURN)
         due = MAX_DUE_PER_TURN;
     while (due-- > 0 && w->issued < w->quota) {
@@ -632,7 +632,7 @@ static void pace_turn(struct worker *w, uint64_t now)
         }
         if (c == NULL || c->state != C_OPEN)
             return;
-        t = tp_pace_take(&w->pace);
+        t = tp_stress_pace_take(&w->pace);
         w->issued++;
         if (c->owed++ == 0)
             c->owed_first = t;
@@ -647,9 +647,9 @@ static void open_turn(struct worker *w, uint64_t now)
 
     while (w->next_open < w->nconns && w->pending < MAX_PENDING) {
         if (w->ramp > 0) {
-            if (tp_pace_due(&w->ramp_pace, now) == 0)
+            if (tp_stress_pace_due(&w->ramp_pace, now) == 0)
                 return;
-            tp_pace_take(&w->ramp_pace);
+            tp_stress_pace_take(&w->ramp_pace);
         }
         c = &w->conns[w->next_open++];
         if (w->o->mode == TP_STRESS_STORM) {
@@ -722,12 +722,12 @@ static void sweep(struct worker *w, uint64_t now)
 static void publish(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
-    tp_hist_merge(w->pub_hist, w->cur);
+    tp_stress_hist_merge(w->pub_hist, w->cur);
     w->pub_n = w->n;
     w->pub_open = w->open;
     pthread_mutex_unlock(&w->lock);
-    tp_hist_merge(w->total, w->cur);
-    tp_hist_init(w->cur);
+    tp_stress_hist_merge(w->total, w->cur);
+    tp_stress_hist_init(w->cur);
 }
 
 /* The periodic work of a loop turn; lowers *wake to when it is next due. */
@@ -735,16 +735,16 @@ static void turn(struct worker *w, uint64_t now, uint64_t *wake)
 {
     open_turn(w, now);
     if (w->next_open < w->nconns && w->pending < MAX_PENDING && w->ramp > 0 &&
-        tp_pace_next(&w->ramp_pace) < *wake)
-        *wake = tp_pace_next(&w->ramp_pace);
+        tp_stress_pace_next(&w->ramp_pace) < *wake)
+        *wake = tp_stress_pace_next(&w->ramp_pace);
     if (w->retry_len > 0)
         retry_turn(w, now, wake);
     if (w->refill)
         refill_turn(w, now);
     if (w->o->rate > 0 && w->pace_started && w->issued < w->quota) {
         pace_turn(w, now);
-        if (tp_pace_next(&w->pace) < *wake)
-            *wake = tp_pace_next(&w->pace);
+        if (tp_stress_pace_next(&w->pace) < *wake)
+            *wake = tp_stress_pace_next(&w->pace);
     }
     if (now >= w->next_sweep) {
         sweep(w, now);
@@ -817,7 +817,7 @@ static void *worker_main(void *arg)
     w->next_sweep = now + SWEEP_NS;
     w->next_publish = now + PUBLISH_NS;
     if (w->ramp > 0)
-        tp_pace_init(&w->ramp_pace, now, w->ramp);
+        tp_stress_pace_init(&w->ramp_pace, now, w->ramp);
     if (w->rate > 0)
         prctl(PR_SET_TIMERSLACK, 1000UL);   /* wake on schedule, not 50 us late */
     for (;;) {
@@ -881,8 +881,8 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
         w->pub_hist = malloc(sizeof(*w->pub_hist));
         if (w->cur == NULL || w->pub_hist == NULL)
             return -ENOMEM;
-        tp_hist_init(w->cur);
-        tp_hist_init(w->pub_hist);
+        tp_stress_hist_init(w->cur);
+        tp_stress_hist_init(w->pub_hist);
     }
     return 0;
 }
@@ -908,7 +908,7 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
     pthread_mutex_init(&w->lock, NULL);
     if ((err = worker_alloc(w, o, e->progress)) < 0)
         return err;
-    tp_hist_init(w->total);
+    tp_stress_hist_init(w->total);
     w->rec = w->cur != NULL ? w->cur : w->total;
     for (j = 0; j < w->nconns; j++) {
         w->conns[j].fd = -1;
@@ -1027,8 +1027,8 @@ void tp_stress_engine_snap(tp_stress_engine_t *e, struct tp_stress_snap *s)
         if (w->pub_hist == NULL)
             continue;
         pthread_mutex_lock(&w->lock);
-        tp_hist_merge(s->interval, w->pub_hist);
-        tp_hist_init(w->pub_hist);
+        tp_stress_hist_merge(s->interval, w->pub_hist);
+        tp_stress_hist_init(w->pub_hist);
         add_counts(&s->n, &w->pub_n);
         s->open += w->pub_open;
         pthread_mutex_unlock(&w->lock);
@@ -1041,7 +1041,7 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
     uint32_t i, d;
 
     memset(r, 0, offsetof(struct tp_stress_result, hist));
-    tp_hist_init(&r->hist);
+    tp_stress_hist_init(&r->hist);
     r->start_ns = r->end_ns = e->start_ns;
     for (i = 0; i < e->nworkers; i++) {
         w = &e->w[i];
@@ -1053,7 +1053,7 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
             r->end_ns = w->end_ns;
         r->open_at_end += w->open_at_end;
         add_counts(&r->n, &w->n);
-        tp_hist_merge(&r->hist, w->total);
+        tp_stress_hist_merge(&r->hist, w->total);
         if ((w->notes & TP_STRESS_NOTE_ERRNO) && !(r->notes & TP_STRESS_NOTE_ERRNO))
             r->other_errno = w->other_errno;
         r->notes |= w->notes;

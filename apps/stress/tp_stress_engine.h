@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "tp_hist.h"
+#include "tp_stress_hist.h"
 #include "tp_stress_args.h"
 
 typedef struct tp_stress_engine tp_stress_engine_t;
@@ -52,14 +52,14 @@ struct tp_stress_result {
     unsigned ndetails;
     char details[TP_STRESS_MAX_DETAILS][192];  /* one line per mismatch */
     uint64_t details_dropped;
-    struct tp_hist hist;                 /* latency, ns */
+    struct tp_stress_hist hist;          /* latency, ns */
 };
 
 /* Plain struct: one progress sample. */
 struct tp_stress_snap {
     uint64_t open;
     struct tp_stress_counts n;
-    struct tp_hist *interval;            /* caller's; latencies since the last snap are added */
+    struct tp_stress_hist *interval;     /* caller's; latencies since the last snap are added */
 };
 
 /* Sets up the threads' connections and buffers for o against addr (not

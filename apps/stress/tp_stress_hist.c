@@ -1,21 +1,21 @@
-/* tp_hist.c - log-linear latency histogram: merge and percentiles. */
+/* tp_stress_hist.c - log-linear latency histogram: merge and percentiles. */
 #include <string.h>
 
-#include "tp_hist.h"
+#include "tp_stress_hist.h"
 
-void tp_hist_init(struct tp_hist *h)
+void tp_stress_hist_init(struct tp_stress_hist *h)
 {
     memset(h, 0, sizeof(*h));
     h->min_ns = UINT64_MAX;
 }
 
-void tp_hist_merge(struct tp_hist *dst, const struct tp_hist *src)
+void tp_stress_hist_merge(struct tp_stress_hist *dst, const struct tp_stress_hist *src)
 {
     uint32_t i;
 
     if (src->count == 0)
         return;
-    for (i = 0; i < TP_HIST_BUCKETS; i++)
+    for (i = 0; i < TP_STRESS_HIST_BUCKETS; i++)
         dst->counts[i] += src->counts[i];
     dst->count += src->count;
     dst->sum_ns += src->sum_ns;
@@ -31,16 +31,16 @@ static uint64_t bucket_middle(uint32_t i)
     uint32_t j, k, shift;
     uint64_t low;
 
-    if (i < 2 * TP_HIST_SUB)
+    if (i < 2 * TP_STRESS_HIST_SUB)
         return i;
-    j = i - 2 * TP_HIST_SUB;
-    k = j / TP_HIST_SUB + TP_HIST_SUB_BITS + 1;
-    shift = k - TP_HIST_SUB_BITS;
-    low = (uint64_t)(j % TP_HIST_SUB + TP_HIST_SUB) << shift;
+    j = i - 2 * TP_STRESS_HIST_SUB;
+    k = j / TP_STRESS_HIST_SUB + TP_STRESS_HIST_SUB_BITS + 1;
+    shift = k - TP_STRESS_HIST_SUB_BITS;
+    low = (uint64_t)(j % TP_STRESS_HIST_SUB + TP_STRESS_HIST_SUB) << shift;
     return low + ((UINT64_C(1) << shift) >> 1);
 }
 
-uint64_t tp_hist_percentile(const struct tp_hist *h, double pct)
+uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, double pct)
 {
     uint64_t rank, seen = 0, v;
     double exact;
@@ -61,12 +61,12 @@ uint64_t tp_hist_percentile(const struct tp_hist *h, double pct)
         rank = 1;
     if (rank > h->count)
         rank = h->count;
-    for (i = 0; i < TP_HIST_BUCKETS; i++) {
+    for (i = 0; i < TP_STRESS_HIST_BUCKETS; i++) {
         seen += h->counts[i];
         if (seen >= rank)
             break;
     }
-    v = bucket_middle(i < TP_HIST_BUCKETS ? i : TP_HIST_BUCKETS - 1);
+    v = bucket_middle(i < TP_STRESS_HIST_BUCKETS ? i : TP_STRESS_HIST_BUCKETS - 1);
     if (v < h->min_ns)
         v = h->min_ns;
     if (v > h->max_ns)
@@ -74,7 +74,7 @@ uint64_t tp_hist_percentile(const struct tp_hist *h, double pct)
     return v;
 }
 
-double tp_hist_mean(const struct tp_hist *h)
+double tp_stress_hist_mean(const struct tp_stress_hist *h)
 {
     return h->count ? (double)h->sum_ns / (double)h->count : 0.0;
 }
