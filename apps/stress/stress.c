@@ -116,7 +116,7 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
         rate = (double)(s->n.msgs - prev->msgs) / dt;
         mb = (double)(s->n.bytes - prev->bytes) / dt / 1e6;
     }
-    fmt_us((double)tp_stress_hist_percentile(s->interval, 99.0) / 1e3, p99, sizeof(p99));
+    fmt_us((double)tp_stress_hist_percentile(s->interval, 99000) / 1e3, p99, sizeof(p99));
     printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
            elapsed, (unsigned long long)s->open,
            o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s" : "msg/s",
@@ -161,7 +161,7 @@ static void summarize(struct summary *m)
 {
     const struct tp_stress_result *r = m->r;
     const struct tp_stress_opts *o = m->o;
-    static const double pcts[5] = { 50, 90, 99, 99.9, 100 };
+    static const uint32_t pcms[5] = { 50000, 90000, 99000, 99900, 100000 };
     int i;
 
     m->secs = (double)(r->end_ns - r->start_ns) / 1e9;
@@ -175,7 +175,7 @@ static void summarize(struct summary *m)
     m->mb_per_s = (double)m->bytes / m->secs / 1e6;
     m->connects_per_s = o->mode == TP_STRESS_STORM ? (double)r->n.msgs / m->secs : 0.0;
     for (i = 0; i < 5; i++)
-        m->lat_us[i] = (double)tp_stress_hist_percentile(&r->hist, pcts[i]) / 1e3;
+        m->lat_us[i] = (double)tp_stress_hist_percentile(&r->hist, pcms[i]) / 1e3;
     m->lat_us[5] = tp_stress_hist_mean(&r->hist) / 1e3;
     m->ok = r->n.err[TP_STRESS_ERR_MISMATCH] == 0 && r->n.opened > 0;
 }

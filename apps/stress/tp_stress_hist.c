@@ -1,4 +1,5 @@
 /* tp_stress_hist.c - log-linear latency histogram: merge and percentiles. */
+#include <assert.h>
 #include <string.h>
 
 #include "tp_stress_hist.h"
@@ -40,27 +41,22 @@ static uint64_t bucket_middle(uint32_t i)
     return low + ((UINT64_C(1) << shift) >> 1);
 }
 
-uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, double pct)
+uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, uint32_t pcm)
 {
+    const uint64_t scale = 100000;
     uint64_t rank, seen = 0, v;
-    double exact;
     uint32_t i;
 
     if (h->count == 0)
         return 0;
-    if (pct >= 100.0)
+    if (pcm >= scale)
         return h->max_ns;
-    if (pct <= 0.0)
+    if (pcm == 0)
         return h->min_ns;
-    /* The smallest value with at least pct% of the values at or below it. */
-    exact = pct / 100.0 * (double)h->count;
-    rank = (uint64_t)exact;
-    if ((double)rank < exact)
-        rank++;
-    if (rank == 0)
-        rank = 1;
-    if (rank > h->count)
-        rank = h->count;
+    /* ceil(count * pcm / scale) in integers: count * pcm may not fit in 64
+     * bits, and a double rounds 99.9 / 100 * 1000 up to 1000. */
+    rank = h->count / scale * pcm + (h->count % scale * pcm + scale - 1) / scale;
+    assert(rank >= 1 && rank <= h->count);
     for (i = 0; i < TP_STRESS_HIST_BUCKETS; i++) {
         seen += h->counts[i];
         if (seen >= rank)

@@ -58,11 +58,11 @@ static inline void tp_stress_hist_record(struct tp_stress_hist *h, uint64_t ns)
 /* Adds every count of src to dst (per-thread histograms into one). */
 void tp_stress_hist_merge(struct tp_stress_hist *dst, const struct tp_stress_hist *src);
 
-/* The value at or below which pct percent (0..100) of the values lie: the
- * middle of its bucket, clamped to [min, max]; 0 and 100 give the exact min
- * and max.
- * 0 if h is empty. */
-uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, double pct);
+/* The value at or below which pcm thousandths of a percent (0..100000; p99.9
+ * is 99900) of the values lie: the value of rank ceil(count * pcm / 100000),
+ * reported as the middle of its bucket clamped to [min, max]; 0 and 100000
+ * give the exact min and max. 0 if h is empty. */
+uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, uint32_t pcm);
 
 /* The exact mean in ns, 0 if h is empty. */
 double tp_stress_hist_mean(const struct tp_stress_hist *h);

@@ -41,7 +41,7 @@ Test(stress_hist, relative_error_under_one_percent_from_1us_to_60s)
         ns = (uint64_t)v;
         i = tp_stress_hist_index(ns);
         tp_stress_hist_record(&h, ns);
-        got = tp_stress_hist_percentile(&h, 50);
+        got = tp_stress_hist_percentile(&h, 50000);
         if (rel_err((double)got, (double)ns) > worst)
             worst = rel_err((double)got, (double)ns);
         h.counts[i]--;
@@ -63,8 +63,8 @@ Test(stress_hist, small_values_are_exact_and_huge_values_are_clamped_not_lost)
     tp_stress_hist_init(&h);
     tp_stress_hist_record(&h, 200 * 60 * SEC);     /* 200 minutes: over the range */
     cr_assert_eq(h.count, 1);
-    cr_assert_eq(tp_stress_hist_percentile(&h, 100), 200 * 60 * SEC, "max stays exact");
-    cr_assert_eq(tp_stress_hist_percentile(&h, 50), 200 * 60 * SEC, "clamped to [min, max]");
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 200 * 60 * SEC, "max stays exact");
+    cr_assert_eq(tp_stress_hist_percentile(&h, 50000), 200 * 60 * SEC, "clamped to [min, max]");
 }
 
 Test(stress_hist, bucket_index_is_monotonic_and_covers_every_bucket)
@@ -89,11 +89,11 @@ Test(stress_hist, percentiles_of_uniform_1us_to_10ms)
     for (us = 1; us <= 10000; us++)
         tp_stress_hist_record(&h, us * US);
     cr_assert_eq(h.count, 10000);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50), 5000e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 90), 9000e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99), 9900e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99.9), 9990e3), 0.01);
-    cr_assert_eq(tp_stress_hist_percentile(&h, 100), 10000 * US);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50000), 5000e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 90000), 9000e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99000), 9900e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99900), 9990e3), 0.01);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 10000 * US);
     cr_assert_eq(tp_stress_hist_percentile(&h, 0), 1 * US, "p0 is the min");
     cr_assert_float_eq(tp_stress_hist_mean(&h), 5000.5e3, 1e-6);
 }
@@ -108,18 +108,75 @@ Test(stress_hist, percentiles_of_a_bimodal_distribution)
         tp_stress_hist_record(&h, 100 * US);
     for (i = 0; i < 1000; i++)
         tp_stress_hist_record(&h, 50 * MS);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50), 100e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99), 100e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99.9), 50e6), 0.01);
-    cr_assert_eq(tp_stress_hist_percentile(&h, 100), 50 * MS);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50000), 100e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99000), 100e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99900), 50e6), 0.01);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 50 * MS);
     cr_assert_float_eq(tp_stress_hist_mean(&h), (99000 * 100e3 + 1000 * 50e6) / 100000, 1e-3);
+}
+
+/* n values: fast ones at 100 us, then slow ones at 50 ms. */
+static void record_two_modes(uint64_t fast, uint64_t slow)
+{
+    tp_stress_hist_init(&h);
+    h.counts[tp_stress_hist_index(100 * US)] = fast;
+    h.counts[tp_stress_hist_index(50 * MS)] = slow;
+    h.count = fast + slow;
+    h.sum_ns = fast * 100 * US + slow * 50 * MS;
+    h.min_ns = fast ? 100 * US : 50 * MS;
+    h.max_ns = slow ? 50 * MS : 100 * US;
+}
+
+Test(stress_hist, issue_7_p999_rank_is_exact_at_multiples_of_1000)
+{
+    uint64_t n, p;
+
+    /* 999 at 100 us and 1 at 50 ms: the 999th value is the p99.9. */
+    tp_stress_hist_init(&h);
+    for (n = 0; n < 999; n++)
+        tp_stress_hist_record(&h, 100 * US);
+    tp_stress_hist_record(&h, 50 * MS);
+    p = tp_stress_hist_percentile(&h, 99900);
+    cr_assert_lt(p, 1 * MS, "p99.9 of 999 x 100 us + 1 x 50 ms is %llu ns",
+                 (unsigned long long)p);
+    for (n = 1000; n <= 10000000; n += n < 100000 ? 1000 : 999000) {
+        record_two_modes(n - n / 1000, n / 1000);
+        p = tp_stress_hist_percentile(&h, 99900);
+        cr_assert_lt(p, 1 * MS, "%llu values: p99.9 is %llu ns, one rank high",
+                     (unsigned long long)n, (unsigned long long)p);
+    }
+}
+
+Test(stress_hist, percentile_rank_is_the_ceiling_of_count_times_p)
+{
+    static const uint32_t pcms[] = { 1, 50000, 90000, 99000, 99900, 99990, 99999 };
+    uint64_t n, rank;
+    size_t i;
+
+    /* With exactly rank fast values the percentile is fast; one fewer, slow. */
+    for (n = 1; n <= 3000; n += n < 1100 ? 1 : 127) {
+        for (i = 0; i < sizeof(pcms) / sizeof(pcms[0]); i++) {
+            rank = (n * pcms[i] + 99999) / 100000;
+            record_two_modes(rank, n - rank);
+            cr_assert_lt(tp_stress_hist_percentile(&h, pcms[i]), 1 * MS,
+                         "n %llu pcm %u: rank %llu", (unsigned long long)n, pcms[i],
+                         (unsigned long long)rank);
+            record_two_modes(rank - 1, n - rank + 1);
+            cr_assert_gt(tp_stress_hist_percentile(&h, pcms[i]), 1 * MS,
+                         "n %llu pcm %u: rank %llu", (unsigned long long)n, pcms[i],
+                         (unsigned long long)rank);
+        }
+    }
+    /* A count whose product with pcm does not fit in 64 bits. */
+    record_two_modes(UINT64_C(1) << 60, UINT64_C(1) << 50);
+    cr_assert_lt(tp_stress_hist_percentile(&h, 99900), 1 * MS);
 }
 
 Test(stress_hist, empty_reports_zero)
 {
     tp_stress_hist_init(&h);
-    cr_assert_eq(tp_stress_hist_percentile(&h, 99), 0);
-    cr_assert_eq(tp_stress_hist_percentile(&h, 100), 0);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 99000), 0);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 0);
     cr_assert_float_eq(tp_stress_hist_mean(&h), 0.0, 1e-12);
 }
 
@@ -145,7 +202,7 @@ Test(stress_hist, merge_of_per_thread_histograms_equals_one_histogram)
     cr_assert_eq(merged->min_ns, h.min_ns);
     cr_assert_eq(merged->max_ns, h.max_ns);
     cr_assert_eq(memcmp(merged->counts, h.counts, sizeof(h.counts)), 0);
-    cr_assert_eq(tp_stress_hist_percentile(merged, 99.9), tp_stress_hist_percentile(&h, 99.9));
+    cr_assert_eq(tp_stress_hist_percentile(merged, 99900), tp_stress_hist_percentile(&h, 99900));
 }
 
 Test(stress_hist, recording_never_allocates)
@@ -160,7 +217,7 @@ Test(stress_hist, recording_never_allocates)
         v = (uint64_t)i * 60013;
         tp_stress_hist_record(&h, v);
     }
-    (void)tp_stress_hist_percentile(&h, 99.9);
+    (void)tp_stress_hist_percentile(&h, 99900);
     after = mallinfo2();
     cr_assert_eq(after.uordblks, before.uordblks);
     cr_assert_eq(after.hblkhd, before.hblkhd);
