@@ -67,8 +67,13 @@ const char *tp_stress_args_usage(void)
 "  --json FILE     also write the results to FILE as JSON\n"
 "  -q              no progress line\n"
 "  -h, --help      print this help;  --version  print the version\n"
-"exit status: 0 ran fine, 1 a reply mismatched / no connection opened / the run\n"
-"failed, 2 usage error. SIGINT stops early and still reports.\n";
+"ok needs a connection opened, no error of any kind (refused, reset, timeout,\n"
+"mismatch, closed_early, other), and\n"
+"  echo: a reply, and an answer to every message sent but those in flight at the end\n"
+"  hold: every requested connection opened and still open at the end\n"
+"  storm: a cycle completed;  slow: a whole message sent\n"
+"exit status: 0 ok, 1 not ok (why: on stderr and as \"why\" in --json), 2 usage\n"
+"error. SIGINT stops early and still reports.\n";
 }
 
 int tp_stress_parse_duration(const char *text, uint64_t *ns)

@@ -94,7 +94,7 @@ struct worker {
     unsigned ndetails;
     uint64_t details_dropped;
     char details[TP_STRESS_MAX_DETAILS][192];
-    uint64_t end_ns, open_at_end;
+    uint64_t end_ns, open_at_end, in_flight_at_end;
     uint64_t next_sweep, next_publish;
     pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
     struct tp_stress_hist *pub_hist;
@@ -795,9 +795,12 @@ static void worker_finish(struct worker *w, uint64_t now)
     w->open_at_end = w->open;
     if (w->cur != NULL)
         publish(w);
-    for (i = 0; i < w->nconns; i++)
+    for (i = 0; i < w->nconns; i++) {
+        if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_ECHO)
+            w->in_flight_at_end += in_flight(&w->conns[i]);
         if (w->conns[i].fd >= 0)
             conn_close(w, &w->conns[i], -1, now);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -1045,6 +1048,7 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
         if (w->end_ns > r->end_ns)
             r->end_ns = w->end_ns;
         r->open_at_end += w->open_at_end;
+        r->in_flight_at_end += w->in_flight_at_end;
         add_counts(&r->n, &w->n);
         tp_stress_hist_merge(&r->hist, w->total);
         if ((w->notes & TP_STRESS_NOTE_ERRNO) && !(r->notes & TP_STRESS_NOTE_ERRNO))

@@ -45,7 +45,8 @@ struct tp_stress_counts {
 /* Plain struct: the outcome of a run. */
 struct tp_stress_result {
     uint64_t start_ns, end_ns;           /* CLOCK_MONOTONIC */
-    uint64_t open_at_end;
+    uint64_t open_at_end;                /* connections open when the run ended */
+    uint64_t in_flight_at_end;           /* echo: messages queued on them, unanswered */
     struct tp_stress_counts n;
     unsigned notes;                      /* TP_STRESS_NOTE_* */
     int other_errno;                     /* the first unexpected errno */
