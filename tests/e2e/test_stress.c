@@ -678,7 +678,7 @@ Test(stress, nothing_listening_counts_refused_and_fails)
 Test(stress, usage_errors_exit_2_with_one_line)
 {
     static const char *cases[][3] = {
-        { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" },
+        { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" }, { "-d", "1.5s", "-d" },
         { "--mode", "flood", "--mode" }, { "--src", "1.2.3-x", "--src" },
     };
     size_t i;

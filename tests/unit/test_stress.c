@@ -464,22 +464,41 @@ Test(stress_args, help_and_version)
     cr_assert_neq(strstr(tp_stress_args_usage(), "--mode"), NULL);
 }
 
-Test(stress_args, durations)
+Test(stress_args, times_use_the_conf_grammar)
 {
     static const struct { const char *text; uint64_t ns; } ok[] = {
-        { "500ms", 500 * MS }, { "10s", 10 * SEC }, { "1m", 60 * SEC }, { "2h", 7200 * SEC },
-        { "1.5s", 1500 * MS }, { "250us", 250 * US }, { "3", 3 * SEC }, { "100ns", 100 },
+        { "500ms", 500 * MS }, { "30s", 30 * SEC }, { "5m", 300 * SEC }, { "2h", 7200 * SEC },
+        { "1d", 86400 * SEC }, { "1m30s", 90 * SEC }, { "1h1m1s1ms", 3661 * SEC + 1 * MS },
+        { "3", 3 * SEC }, { "1m30", 90 * SEC }, { "1ms", 1 * MS },
+        { "4294967295ms", 4294967295ull * MS },
     };
-    static const char *bad[] = { "5x", "", "s", "-1s", "1.5.s", "10 s", "1sec", "ms" };
-    uint64_t ns;
     size_t i;
 
     for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-        cr_assert_eq(tp_stress_parse_duration(ok[i].text, &ns), 0, "%s", ok[i].text);
-        cr_assert_eq(ns, ok[i].ns, "%s", ok[i].text);
+        cr_assert_eq(PARSE("-d", ok[i].text, "127.0.0.1:7000"), 0, "-d %s: %s", ok[i].text, err);
+        cr_assert_eq(opts.duration_ns, ok[i].ns, "-d %s", ok[i].text);
+        cr_assert_eq(PARSE("--timeout", ok[i].text, "127.0.0.1:7000"), 0, "--timeout %s: %s",
+                     ok[i].text, err);
+        cr_assert_eq(opts.timeout_ns, ok[i].ns, "--timeout %s", ok[i].text);
     }
-    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_assert_eq(tp_stress_parse_duration(bad[i], &ns), -EINVAL, "\"%s\"", bad[i]);
+}
+
+Test(stress_args, bad_times_are_refused_saying_what_is_accepted)
+{
+    static const char *bad[] = {
+        "5x", "", "s", "ms", "-1s", "1.5s", "0.5s", "250us", "100ns", "10 s", "1sec",
+        "1.5.s", "0", "0s", "0ms", "4294967296ms", "49d18h", "1m30x", "+1s", " 1s",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_bad(PARSE("-d", bad[i], "127.0.0.1:7000"), "-d");
+        cr_assert_not_null(strstr(err, "expected a time > 0 such as 500ms, 30s, 1m30s"),
+                           "-d \"%s\": %s", bad[i], err);
+        assert_bad(PARSE("--timeout", bad[i], "127.0.0.1:7000"), "--timeout");
+        cr_assert_not_null(strstr(err, "such as 500ms, 30s, 1m30s"), "--timeout \"%s\": %s",
+                           bad[i], err);
+    }
 }
 
 Test(stress_args, zero_connections_is_refused)
@@ -498,13 +517,6 @@ Test(stress_args, message_size_below_two_is_refused)
     assert_bad(PARSE("-s", "1g", "127.0.0.1:7000"), "-s");
     cr_assert_eq(PARSE("-s", "2", "127.0.0.1:7000"), 0);
     cr_assert_eq(opts.size, 2);
-}
-
-Test(stress_args, bad_duration_is_refused)
-{
-    assert_bad(PARSE("-d", "5x", "127.0.0.1:7000"), "-d");
-    assert_bad(PARSE("-d", "0", "127.0.0.1:7000"), "-d");
-    assert_bad(PARSE("--timeout", "soon", "127.0.0.1:7000"), "--timeout");
 }
 
 Test(stress_args, bad_counts_and_rates_are_refused)
