@@ -38,7 +38,6 @@
 #define PUBLISH_NS (250 * MS)        /* progress counters */
 #define MAX_WAIT_NS (100 * MS)       /* longest epoll wait: stop latency */
 #define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
-#define NO_SLOT UINT32_MAX
 
 enum conn_state { C_IDLE, C_CONNECTING, C_OPEN, C_DONE };
 

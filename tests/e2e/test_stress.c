@@ -1,7 +1,8 @@
 /* The built tidepool-stress end to end: against the built tidepool server in
- * every mode, against a server thread here that corrupts one reply byte, and
- * against a port where nothing listens. Every child is stopped and reaped
- * (.fini too, if an assertion ends a test early); every wait is bounded. */
+ * every mode, against server threads here that corrupt one reply byte, never
+ * answer, or answer half and close, and against a port where nothing listens.
+ * Every child and server thread is stopped and reaped (.fini too, if an
+ * assertion ends a test early); every wait is bounded. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
