@@ -30,6 +30,7 @@ struct summary {
     double msgs_per_s, mb_per_s, connects_per_s;
     double lat_us[6];            /* p50 p90 p99 p99.9 max mean */
     bool ok;
+    char why[256];               /* when not ok: which rule of the -h text failed */
 };
 
 /* Raises the soft open-file limit to the hard one; returns the soft limit. */
@@ -116,7 +117,7 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
         rate = (double)(s->n.msgs - prev->msgs) / dt;
         mb = (double)(s->n.bytes - prev->bytes) / dt / 1e6;
     }
-    fmt_us((double)tp_hist_percentile(s->interval, 99.0) / 1e3, p99, sizeof(p99));
+    fmt_us((double)tp_stress_hist_percentile(s->interval, 99000) / 1e3, p99, sizeof(p99));
     printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
            elapsed, (unsigned long long)s->open,
            o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s" : "msg/s",
@@ -128,7 +129,7 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
 /* Waits for the run to end, printing progress each second if asked.
  * SIGINT/SIGTERM (blocked in every thread) stop it early. */
 static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, bool progress,
-                      struct tp_hist *interval)
+                      struct tp_stress_hist *interval)
 {
     struct tp_stress_counts prev = { 0 };
     uint64_t start = tp_stress_now_ns(), last = start, next = start + 1000000000ull, now;
@@ -146,7 +147,7 @@ static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, boo
             continue;
         struct tp_stress_snap s = { .interval = interval };
 
-        tp_hist_init(interval);
+        tp_stress_hist_init(interval);
         tp_stress_engine_snap(e, &s);
         progress_line(o, (double)(now - start) / 1e9, (double)(now - last) / 1e9, &s, &prev);
         prev = s.n;
@@ -161,7 +162,7 @@ static void summarize(struct summary *m)
 {
     const struct tp_stress_result *r = m->r;
     const struct tp_stress_opts *o = m->o;
-    static const double pcts[5] = { 50, 90, 99, 99.9, 100 };
+    static const uint32_t pcms[5] = { 50000, 90000, 99000, 99900, 100000 };
     int i;
 
     m->secs = (double)(r->end_ns - r->start_ns) / 1e9;
@@ -175,9 +176,57 @@ static void summarize(struct summary *m)
     m->mb_per_s = (double)m->bytes / m->secs / 1e6;
     m->connects_per_s = o->mode == TP_STRESS_STORM ? (double)r->n.msgs / m->secs : 0.0;
     for (i = 0; i < 5; i++)
-        m->lat_us[i] = (double)tp_hist_percentile(&r->hist, pcts[i]) / 1e3;
-    m->lat_us[5] = tp_hist_mean(&r->hist) / 1e3;
-    m->ok = r->n.err[TP_STRESS_ERR_MISMATCH] == 0 && r->n.opened > 0;
+        m->lat_us[i] = (double)tp_stress_hist_percentile(&r->hist, pcms[i]) / 1e3;
+    m->lat_us[5] = tp_stress_hist_mean(&r->hist) / 1e3;
+}
+
+/* "3 errors: closed_early 2, reset 1". */
+static void errors_why(const struct tp_stress_counts *n, char *why, size_t len)
+{
+    uint64_t sum = total_errors(n);
+    const char *sep = ": ";
+    int k, at;
+
+    at = snprintf(why, len, "%llu error%s", (unsigned long long)sum, sum == 1 ? "" : "s");
+    for (k = 0; k < TP_STRESS_ERR_KINDS && at >= 0 && (size_t)at < len; k++) {
+        if (n->err[k] == 0)
+            continue;
+        at += snprintf(why + at, len - (size_t)at, "%s%s %llu", sep, err_names[k],
+                       (unsigned long long)n->err[k]);
+        sep = ", ";
+    }
+}
+
+/* Whether the run did what was asked, by the "ok needs" rules of the -h
+ * text; if not, m->why says which rule failed. */
+static void judge(struct summary *m)
+{
+    const struct tp_stress_counts *n = &m->r->n;
+    const struct tp_stress_opts *o = m->o;
+    uint64_t unanswered = n->sent_msgs - n->msgs;
+    char *why = m->why;
+    size_t len = sizeof(m->why);
+
+    why[0] = '\0';
+    if (n->opened == 0)
+        snprintf(why, len, "no connection to %s could be opened", m->target);
+    else if (total_errors(n) > 0)
+        errors_why(n, why, len);
+    else if (o->mode == TP_STRESS_ECHO && n->msgs == 0)
+        snprintf(why, len, "no reply came back (%llu messages sent)",
+                 (unsigned long long)n->sent_msgs);
+    else if (o->mode == TP_STRESS_ECHO && unanswered > m->r->in_flight_at_end)
+        snprintf(why, len, "%llu messages sent were never answered",
+                 (unsigned long long)(unanswered - m->r->in_flight_at_end));
+    else if (o->mode == TP_STRESS_HOLD && (n->opened < o->conns || m->r->open_at_end < o->conns))
+        snprintf(why, len, "%llu of %u connections opened, %llu still open at the end",
+                 (unsigned long long)n->opened, o->conns,
+                 (unsigned long long)m->r->open_at_end);
+    else if (o->mode == TP_STRESS_STORM && n->msgs == 0)
+        snprintf(why, len, "no connect-send-reply-close cycle completed");
+    else if (o->mode == TP_STRESS_SLOW && n->sent_msgs == 0)
+        snprintf(why, len, "no whole message was sent");
+    m->ok = why[0] == '\0';
 }
 
 static void print_notes(const struct tp_stress_result *r, rlim_t fd_limit)
@@ -213,8 +262,10 @@ static void print_report(const struct summary *m)
     printf("duration     %.3f s\n", m->secs);
     switch (o->mode) {
     case TP_STRESS_ECHO:
-        printf("messages     %llu replies, %.1f msgs/s, %.2f MB/s received (%llu bytes)\n",
-               (unsigned long long)m->messages, m->msgs_per_s, m->mb_per_s,
+        printf("messages     %llu replies of %llu sent (%llu in flight at the end), "
+               "%.1f msgs/s, %.2f MB/s received (%llu bytes)\n",
+               (unsigned long long)m->messages, (unsigned long long)r->n.sent_msgs,
+               (unsigned long long)r->in_flight_at_end, m->msgs_per_s, m->mb_per_s,
                (unsigned long long)m->bytes);
         break;
     case TP_STRESS_STORM:
@@ -244,6 +295,21 @@ static void print_report(const struct summary *m)
     fflush(stdout);
 }
 
+/* s as a JSON string: quotes, backslashes and control bytes escaped. */
+static void put_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", (unsigned char)*s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 static int write_json(const struct summary *m, const char *path)
 {
     const struct tp_stress_opts *o = m->o;
@@ -253,19 +319,19 @@ static int write_json(const struct summary *m, const char *path)
 
     if (f == NULL)
         return -errno;
-    fprintf(f, "{\"tool\":\"tidepool-stress\",\"version\":\"%s\",\"mode\":\"%s\",\"target\":\"",
+    fprintf(f, "{\"tool\":\"tidepool-stress\",\"version\":\"%s\",\"mode\":\"%s\",\"target\":",
             TP_VERSION, tp_stress_mode_name(o->mode));
-    for (i = 0; o->target.text[i] != '\0'; i++)
-        fprintf(f, o->target.text[i] == '"' || o->target.text[i] == '\\' ? "\\%c" : "%c",
-                o->target.text[i]);
-    fprintf(f, "\",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
+    put_json_string(f, o->target.text);
+    fprintf(f, ",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
             o->threads, o->size, o->depth, o->rate);
     fprintf(f, " \"connections\":{\"requested\":%u,\"opened\":%llu,\"open_at_end\":%llu},\n",
             o->conns, (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
     fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
-            "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\n", m->secs,
-            (unsigned long long)m->messages, m->msgs_per_s, (unsigned long long)m->bytes,
-            m->mb_per_s, m->connects_per_s);
+            "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,"
+            "\"in_flight_at_end\":%llu,\n",
+            m->secs, (unsigned long long)m->messages, m->msgs_per_s,
+            (unsigned long long)m->bytes, m->mb_per_s, m->connects_per_s,
+            (unsigned long long)r->n.sent_msgs, (unsigned long long)r->in_flight_at_end);
     fprintf(f, " \"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
             "\"max\":%.3f,\"mean\":%.3f},\n", m->lat_us[0], m->lat_us[1], m->lat_us[2],
             m->lat_us[3], m->lat_us[4], m->lat_us[5]);
@@ -273,7 +339,9 @@ static int write_json(const struct summary *m, const char *path)
     for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
         fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)r->n.err[i],
                 i + 1 < TP_STRESS_ERR_KINDS ? "," : "},\n");
-    fprintf(f, " \"ok\":%s}\n", m->ok ? "true" : "false");
+    fprintf(f, " \"ok\":%s,\"why\":", m->ok ? "true" : "false");
+    put_json_string(f, m->why);
+    fprintf(f, "}\n");
     if (fclose(f) != 0)
         return -errno;
     return 0;
@@ -296,7 +364,7 @@ static void setup_signals(void)
 static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 {
     static struct tp_stress_result r;
-    static struct tp_hist interval;
+    static struct tp_stress_hist interval;
     unsigned a = pick_address(&o->target);
     const struct sockaddr *addr = (const struct sockaddr *)&o->target.addr[a];
     bool progress = !o->quiet && isatty(STDOUT_FILENO);
@@ -304,7 +372,7 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
     char err[256], target[80];
     tp_stress_engine_t *e;
     unsigned i;
-    int rc;
+    int rc, start_rc;
 
     tp_stress_addr_format(addr, target, sizeof(target));
     m.target = target;
@@ -317,8 +385,7 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
         fprintf(stderr, PROG ": %s\n", err);
         return 1;
     }
-    if ((rc = tp_stress_engine_start(e)) < 0)
-        fprintf(stderr, PROG ": starting threads: %s\n", strerror(-rc));
+    start_rc = tp_stress_engine_start(e);
     supervise(e, o, progress, &interval);
     tp_stress_engine_join(e, &r);
     tp_stress_engine_destroy(e);
@@ -329,11 +396,14 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
                 (unsigned long long)r.details_dropped);
     print_notes(&r, fd_limit);
     summarize(&m);
-    if (rc < 0)
+    judge(&m);
+    if (start_rc < 0) {
         m.ok = false;
+        snprintf(m.why, sizeof(m.why), "starting threads: %s", strerror(-start_rc));
+    }
     print_report(&m);
-    if (r.n.opened == 0)
-        fprintf(stderr, PROG ": no connection to %s could be opened\n", target);
+    if (!m.ok)
+        fprintf(stderr, PROG ": not ok: %s\n", m.why);
     if (o->json_path != NULL && (rc = write_json(&m, o->json_path)) < 0) {
         fprintf(stderr, PROG ": --json %s: %s\n", o->json_path, strerror(-rc));
         return 1;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tp_conf.h"
 #include "tp_stress_args.h"
 #include "tp_stress_msg.h"
 
@@ -14,6 +15,7 @@
 #define MAX_DEPTH 65536u
 #define MAX_INFLIGHT_BYTES (64u << 20)     /* depth * size per connection */
 #define NS_PER_S 1000000000.0
+#define TIME_TEXT "a time > 0 such as 500ms, 30s, 1m30s"
 
 enum { OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION };
 
@@ -54,7 +56,7 @@ const char *tp_stress_args_usage(void)
 "                  slow: send as fast as the socket takes and never read\n"
 "  -c CONNS        connections (storm: parallel slots), default 10\n"
 "  -t THREADS      threads, each with its own epoll and share of the connections, default 1\n"
-"  -d DURATION     how long to run: 500ms, 10s, 1m (default 10s)\n"
+"  -d TIME         how long to run (default 10s)\n"
 "  -n MESSAGES     stop after this many replies in all (whichever of -d/-n comes first)\n"
 "  -s SIZE         bytes per message including the '\\n', >= 2 (default 64; 1k, 1m)\n"
 "  -p DEPTH        messages in flight per connection, default 1\n"
@@ -67,35 +69,25 @@ const char *tp_stress_args_usage(void)
 "  --json FILE     also write the results to FILE as JSON\n"
 "  -q              no progress line\n"
 "  -h, --help      print this help;  --version  print the version\n"
-"exit status: 0 ran fine, 1 a reply mismatched / no connection opened / the run\n"
-"failed, 2 usage error. SIGINT stops early and still reports.\n";
+"TIME: whole numbers with ms, s, m, h or d, as in 500ms, 30s, 1m30s; a bare number\n"
+"is seconds; at most 2^32 - 1 ms (49.7 days)\n"
+"ok needs a connection opened, every error count of the report at 0, and\n"
+"  echo: a reply, and an answer to every message sent but those in flight at the end\n"
+"  hold: every requested connection opened and still open at the end\n"
+"  storm: a cycle completed;  slow: a whole message sent\n"
+"exit status: 0 ok, 1 not ok (why: on stderr and as \"why\" in --json), 2 usage\n"
+"error. SIGINT stops early and still reports.\n";
 }
 
-int tp_stress_parse_duration(const char *text, uint64_t *ns)
+/* A time in the conf's grammar (tp_conf_parse_time), > 0, in ns. */
+static int parse_time(const char *text, uint64_t *ns)
 {
-    static const struct { const char *unit; double ns; } units[] = {
-        { "", 1e9 }, { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 },
-        { "s", 1e9 }, { "m", 60e9 }, { "h", 3600e9 },
-    };
-    char *end;
-    double v;
-    size_t i;
+    uint32_t ms;
 
-    if (text[0] < '0' || text[0] > '9')
+    if (tp_conf_parse_time(text, &ms) < 0 || ms == 0)
         return -EINVAL;
-    errno = 0;
-    v = strtod(text, &end);
-    if (errno != 0 || !isfinite(v) || v < 0)
-        return -EINVAL;
-    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].unit) == 0) {
-            if (v * units[i].ns > 1e18)
-                return -EINVAL;
-            *ns = (uint64_t)(v * units[i].ns + 0.5);
-            return 0;
-        }
-    }
-    return -EINVAL;
+    *ns = (uint64_t)ms * 1000000;
+    return 0;
 }
 
 /* A whole number in [min, max], with k/m/g (powers of 1024) if sizes. */
@@ -177,8 +169,8 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         o->threads = (uint32_t)v;
         return 0;
     case 'd':
-        if (tp_stress_parse_duration(arg, &o->duration_ns) < 0 || o->duration_ns == 0)
-            BAD("-d \"%s\": expected a duration > 0 like 500ms, 10s or 1m", arg);
+        if (parse_time(arg, &o->duration_ns) < 0)
+            BAD("-d \"%s\": expected " TIME_TEXT, arg);
         return 0;
     case 'n':
         if (parse_count(arg, 1, UINT64_C(1) << 62, false, &o->messages) < 0)
@@ -230,8 +222,8 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         o->verify = strcmp(arg, "on") == 0;
         return 0;
     case OPT_TIMEOUT:
-        if (tp_stress_parse_duration(arg, &o->timeout_ns) < 0 || o->timeout_ns == 0)
-            BAD("--timeout \"%s\": expected a duration > 0 like 500ms or 10s", arg);
+        if (parse_time(arg, &o->timeout_ns) < 0)
+            BAD("--timeout \"%s\": expected " TIME_TEXT, arg);
         return 0;
     case OPT_JSON:
         if (arg[0] == '\0')

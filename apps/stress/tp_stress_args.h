@@ -55,8 +55,4 @@ const char *tp_stress_mode_name(enum tp_stress_mode mode);
 /* The -h text. */
 const char *tp_stress_args_usage(void);
 
-/* Parses a duration: a number with ns, us, ms, s, m or h (bare: seconds),
- * e.g. 500ms, 1.5s, 10s, 1m. Returns 0, or -EINVAL. */
-int tp_stress_parse_duration(const char *text, uint64_t *ns);
-
 #endif /* TP_STRESS_ARGS_H */

@@ -8,6 +8,7 @@
  * Shared state: engine->stop (main writes, threads read; relaxed),
  * engine->running (threads decrement once), and each worker's pub_* fields
  * (under worker->lock). Everything else in a worker belongs to its thread. */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tp_pace.h"
+#include "tp_stress_pace.h"
 #include "tp_stress_engine.h"
 #include "tp_stress_msg.h"
 
@@ -37,8 +38,6 @@
 #define PUBLISH_NS (250 * MS)        /* progress counters */
 #define MAX_WAIT_NS (100 * MS)       /* longest epoll wait: stop latency */
 #define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
-#define MAX_DUE_PER_TURN 65536
-#define NO_SLOT UINT32_MAX
 
 enum conn_state { C_IDLE, C_CONNECTING, C_OPEN, C_DONE };
 
@@ -53,8 +52,6 @@ struct conn {
     uint64_t out_off;        /* stream bytes written */
     uint64_t in_off;         /* stream bytes received */
     uint64_t wait_since;     /* connect start, or last progress with replies due */
-    uint64_t owed;           /* paced messages due but past the depth */
-    uint64_t owed_first;     /* intended time of the oldest owed one */
     uint64_t cycle_start;    /* storm: connect start */
     uint64_t retry_at;       /* storm: when the slot may connect again */
     char *ring;              /* depth * size bytes in flight (echo, storm) */
@@ -83,23 +80,23 @@ struct worker {
     uint64_t open;           /* connections open now */
     uint64_t issued;         /* messages (storm: cycles) started */
     uint64_t src_next;       /* --src round robin */
-    double conn_period;      /* ns between one connection's paced messages */
     bool pace_started, stopping;
+    bool pace_full;          /* due messages wait: no open connection had room */
     bool refill;             /* -n budget came back: offer it to idle connections */
     bool no_pwait2;          /* the kernel lacks epoll_pwait2 */
-    struct tp_pace pace, ramp_pace;
-    struct tp_hist *rec;     /* total, or cur when progress is on */
-    struct tp_hist *total, *cur;
+    struct tp_stress_pace pace, ramp_pace;
+    struct tp_stress_hist *rec;  /* total, or cur when progress is on */
+    struct tp_stress_hist *total, *cur;
     struct tp_stress_counts n;
     unsigned notes;
     int other_errno;
     unsigned ndetails;
     uint64_t details_dropped;
     char details[TP_STRESS_MAX_DETAILS][192];
-    uint64_t end_ns, open_at_end;
+    uint64_t end_ns, open_at_end, in_flight_at_end;
     uint64_t next_sweep, next_publish;
     pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
-    struct tp_hist *pub_hist;
+    struct tp_stress_hist *pub_hist;
     struct tp_stress_counts pub_n;
     uint64_t pub_open;
 };
@@ -223,7 +220,7 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t now)
         events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     else if (w->o->mode == TP_STRESS_SLOW)
         events = EPOLLOUT | EPOLLRDHUP;
-    c->seq_queued = c->seq_done = c->out_off = c->in_off = c->owed = 0;
+    c->seq_queued = c->seq_done = c->out_off = c->in_off = 0;
     c->wait_since = c->cycle_start = now;
     c->state = C_CONNECTING;
     w->pending++;
@@ -255,12 +252,10 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         w->open--;
     else if (c->state == C_CONNECTING)
         w->pending--;
-    if (w->o->mode == TP_STRESS_ECHO && w->quota != UINT64_MAX &&
-        in_flight(c) + c->owed > 0) {
+    if (w->o->mode == TP_STRESS_ECHO && w->quota != UINT64_MAX && in_flight(c) > 0) {
         /* Messages lost with c go back to the thread's -n budget. */
-        w->issued -= in_flight(c) + c->owed;
+        w->issued -= in_flight(c);
         c->seq_queued = c->seq_done;
-        c->owed = 0;
         w->refill = true;
     }
     if (w->o->mode == TP_STRESS_STORM && !w->stopping) {
@@ -418,19 +413,23 @@ static void flush(struct worker *w, struct conn *c, uint64_t now)
         want_out(w, c, false, now);
 }
 
-/* Queues what the depth, pacing and -n allow, then writes it. */
+/* Queues what the depth, pacing and -n allow, then writes it. Paced, the
+ * messages due are taken from the schedule oldest first, each with its own
+ * intended time; those no connection has room for wait there. */
 static void echo_pump(struct worker *w, struct conn *c, uint64_t now)
 {
-    uint32_t depth = w->o->depth;
+    uint64_t room = w->o->depth - in_flight(c), due;
 
     if (!w->stopping && w->o->rate > 0) {
-        while (c->owed > 0 && in_flight(c) < depth) {
-            queue_msg(w, c, c->owed_first, now);
-            c->owed_first += (uint64_t)w->conn_period;
-            c->owed--;
+        due = tp_stress_pace_due(&w->pace, now);
+        for (; room > 0 && due > 0 && w->issued < w->quota; room--, due--) {
+            queue_msg(w, c, tp_stress_pace_take(&w->pace), now);
+            w->issued++;
         }
+        if (room > 0)
+            w->pace_full = false;
     } else if (!w->stopping) {
-        while (in_flight(c) < depth && w->issued < w->quota) {
+        for (; room > 0 && w->issued < w->quota; room--) {
             queue_msg(w, c, now, now);
             w->issued++;
         }
@@ -463,7 +462,7 @@ static int read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *now)
 
 static void echo_readable(struct worker *w, struct conn *c)
 {
-    uint64_t before = c->seq_done, now;
+    uint64_t before = c->seq_done, now, t;
     size_t n;
 
     if (read_some(w, c, &n, &now) <= 0)
@@ -472,8 +471,11 @@ static void echo_readable(struct worker *w, struct conn *c)
         return;
     c->in_off += n;
     w->n.bytes += n;
-    for (; c->seq_done < c->in_off / w->o->size; c->seq_done++)
-        tp_hist_record(w->rec, now - c->stamps[c->seq_done % w->o->depth]);
+    for (; c->seq_done < c->in_off / w->o->size; c->seq_done++) {
+        t = c->stamps[c->seq_done % w->o->depth];
+        assert(t <= now);       /* no message is timed from the future */
+        tp_stress_hist_record(w->rec, now - t);
+    }
     w->n.msgs += c->seq_done - before;
     c->wait_since = now;
     echo_pump(w, c, now);
@@ -493,7 +495,8 @@ static void storm_readable(struct worker *w, struct conn *c)
         if (c->in_off == w->o->size) {
             c->seq_done = 1;
             w->n.msgs++;
-            tp_hist_record(w->rec, now - c->cycle_start);
+            assert(c->cycle_start <= now);
+            tp_stress_hist_record(w->rec, now - c->cycle_start);
             conn_close(w, c, -1, now);
             return;
         }
@@ -556,7 +559,7 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
     case TP_STRESS_ECHO:
         if (w->o->rate > 0 && !w->pace_started) {
             w->pace_started = true;
-            tp_pace_init(&w->pace, now, w->rate);
+            tp_stress_pace_init(&w->pace, now, w->rate);
         }
         if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN)) < 0)
             conn_fail(w, c, -err, now);
@@ -611,33 +614,23 @@ static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t no
     }
 }
 
-/* Hands the paced messages now due to open connections, round robin. */
+/* Offers the paced messages now due to the open connections in turn. If
+ * they stay due after every connection had its turn, all are full: wait for
+ * a reply (echo_pump) instead of waking for them. */
 static void pace_turn(struct worker *w, uint64_t now)
 {
-    struct conn *c = NULL;
-    uint64_t due, t;
     uint32_t tries;
+    struct conn *c;
 
-    if (!w->pace_started || w->open == 0)
-        return;
-    due = tp_pace_due(&w->pace, now);
-    if (due > MAX_DUE_PER_TURN)
-        due = MAX_DUE_PER_TURN;
-    while (due-- > 0 && w->issued < w->quota) {
-        for (tries = 0; tries < w->nconns; tries++) {
-            c = &w->conns[w->rr];
-            w->rr = w->rr + 1 == w->nconns ? 0 : w->rr + 1;
-            if (c->state == C_OPEN)
-                break;
-        }
-        if (c == NULL || c->state != C_OPEN)
+    for (tries = 0; tries < w->nconns; tries++) {
+        if (w->issued >= w->quota || tp_stress_pace_due(&w->pace, now) == 0)
             return;
-        t = tp_pace_take(&w->pace);
-        w->issued++;
-        if (c->owed++ == 0)
-            c->owed_first = t;
-        echo_pump(w, c, now);
+        c = &w->conns[w->rr];
+        w->rr = w->rr + 1 == w->nconns ? 0 : w->rr + 1;
+        if (c->state == C_OPEN && in_flight(c) < w->o->depth)
+            echo_pump(w, c, now);
     }
+    w->pace_full = tp_stress_pace_due(&w->pace, now) > 0;
 }
 
 /* Starts connections not yet started, within the ramp and MAX_PENDING. */
@@ -647,9 +640,9 @@ static void open_turn(struct worker *w, uint64_t now)
 
     while (w->next_open < w->nconns && w->pending < MAX_PENDING) {
         if (w->ramp > 0) {
-            if (tp_pace_due(&w->ramp_pace, now) == 0)
+            if (tp_stress_pace_due(&w->ramp_pace, now) == 0)
                 return;
-            tp_pace_take(&w->ramp_pace);
+            tp_stress_pace_take(&w->ramp_pace);
         }
         c = &w->conns[w->next_open++];
         if (w->o->mode == TP_STRESS_STORM) {
@@ -722,12 +715,12 @@ static void sweep(struct worker *w, uint64_t now)
 static void publish(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
-    tp_hist_merge(w->pub_hist, w->cur);
+    tp_stress_hist_merge(w->pub_hist, w->cur);
     w->pub_n = w->n;
     w->pub_open = w->open;
     pthread_mutex_unlock(&w->lock);
-    tp_hist_merge(w->total, w->cur);
-    tp_hist_init(w->cur);
+    tp_stress_hist_merge(w->total, w->cur);
+    tp_stress_hist_init(w->cur);
 }
 
 /* The periodic work of a loop turn; lowers *wake to when it is next due. */
@@ -735,16 +728,16 @@ static void turn(struct worker *w, uint64_t now, uint64_t *wake)
 {
     open_turn(w, now);
     if (w->next_open < w->nconns && w->pending < MAX_PENDING && w->ramp > 0 &&
-        tp_pace_next(&w->ramp_pace) < *wake)
-        *wake = tp_pace_next(&w->ramp_pace);
+        tp_stress_pace_next(&w->ramp_pace) < *wake)
+        *wake = tp_stress_pace_next(&w->ramp_pace);
     if (w->retry_len > 0)
         retry_turn(w, now, wake);
     if (w->refill)
         refill_turn(w, now);
-    if (w->o->rate > 0 && w->pace_started && w->issued < w->quota) {
+    if (w->o->rate > 0 && w->pace_started && w->issued < w->quota && !w->pace_full) {
         pace_turn(w, now);
-        if (tp_pace_next(&w->pace) < *wake)
-            *wake = tp_pace_next(&w->pace);
+        if (!w->pace_full && tp_stress_pace_next(&w->pace) < *wake)
+            *wake = tp_stress_pace_next(&w->pace);
     }
     if (now >= w->next_sweep) {
         sweep(w, now);
@@ -801,9 +794,12 @@ static void worker_finish(struct worker *w, uint64_t now)
     w->open_at_end = w->open;
     if (w->cur != NULL)
         publish(w);
-    for (i = 0; i < w->nconns; i++)
+    for (i = 0; i < w->nconns; i++) {
+        if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_ECHO)
+            w->in_flight_at_end += in_flight(&w->conns[i]);
         if (w->conns[i].fd >= 0)
             conn_close(w, &w->conns[i], -1, now);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -817,7 +813,7 @@ static void *worker_main(void *arg)
     w->next_sweep = now + SWEEP_NS;
     w->next_publish = now + PUBLISH_NS;
     if (w->ramp > 0)
-        tp_pace_init(&w->ramp_pace, now, w->ramp);
+        tp_stress_pace_init(&w->ramp_pace, now, w->ramp);
     if (w->rate > 0)
         prctl(PR_SET_TIMERSLACK, 1000UL);   /* wake on schedule, not 50 us late */
     for (;;) {
@@ -881,8 +877,8 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
         w->pub_hist = malloc(sizeof(*w->pub_hist));
         if (w->cur == NULL || w->pub_hist == NULL)
             return -ENOMEM;
-        tp_hist_init(w->cur);
-        tp_hist_init(w->pub_hist);
+        tp_stress_hist_init(w->cur);
+        tp_stress_hist_init(w->pub_hist);
     }
     return 0;
 }
@@ -903,12 +899,11 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
     w->quota = o->messages ? share(o->messages, w->first, w->nconns, o->conns) : UINT64_MAX;
     w->rate = o->rate * w->nconns / o->conns;
     w->ramp = o->ramp * w->nconns / o->conns;
-    w->conn_period = w->rate > 0 ? 1e9 / w->rate * w->nconns : 0;
     w->src_next = w->first;
     pthread_mutex_init(&w->lock, NULL);
     if ((err = worker_alloc(w, o, e->progress)) < 0)
         return err;
-    tp_hist_init(w->total);
+    tp_stress_hist_init(w->total);
     w->rec = w->cur != NULL ? w->cur : w->total;
     for (j = 0; j < w->nconns; j++) {
         w->conns[j].fd = -1;
@@ -1027,8 +1022,8 @@ void tp_stress_engine_snap(tp_stress_engine_t *e, struct tp_stress_snap *s)
         if (w->pub_hist == NULL)
             continue;
         pthread_mutex_lock(&w->lock);
-        tp_hist_merge(s->interval, w->pub_hist);
-        tp_hist_init(w->pub_hist);
+        tp_stress_hist_merge(s->interval, w->pub_hist);
+        tp_stress_hist_init(w->pub_hist);
         add_counts(&s->n, &w->pub_n);
         s->open += w->pub_open;
         pthread_mutex_unlock(&w->lock);
@@ -1041,7 +1036,7 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
     uint32_t i, d;
 
     memset(r, 0, offsetof(struct tp_stress_result, hist));
-    tp_hist_init(&r->hist);
+    tp_stress_hist_init(&r->hist);
     r->start_ns = r->end_ns = e->start_ns;
     for (i = 0; i < e->nworkers; i++) {
         w = &e->w[i];
@@ -1052,8 +1047,9 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
         if (w->end_ns > r->end_ns)
             r->end_ns = w->end_ns;
         r->open_at_end += w->open_at_end;
+        r->in_flight_at_end += w->in_flight_at_end;
         add_counts(&r->n, &w->n);
-        tp_hist_merge(&r->hist, w->total);
+        tp_stress_hist_merge(&r->hist, w->total);
         if ((w->notes & TP_STRESS_NOTE_ERRNO) && !(r->notes & TP_STRESS_NOTE_ERRNO))
             r->other_errno = w->other_errno;
         r->notes |= w->notes;

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "tp_hist.h"
+#include "tp_stress_hist.h"
 #include "tp_stress_args.h"
 
 typedef struct tp_stress_engine tp_stress_engine_t;
@@ -45,21 +45,22 @@ struct tp_stress_counts {
 /* Plain struct: the outcome of a run. */
 struct tp_stress_result {
     uint64_t start_ns, end_ns;           /* CLOCK_MONOTONIC */
-    uint64_t open_at_end;
+    uint64_t open_at_end;                /* connections open when the run ended */
+    uint64_t in_flight_at_end;           /* echo: messages queued on them, unanswered */
     struct tp_stress_counts n;
     unsigned notes;                      /* TP_STRESS_NOTE_* */
     int other_errno;                     /* the first unexpected errno */
     unsigned ndetails;
     char details[TP_STRESS_MAX_DETAILS][192];  /* one line per mismatch */
     uint64_t details_dropped;
-    struct tp_hist hist;                 /* latency, ns */
+    struct tp_stress_hist hist;          /* latency, ns */
 };
 
 /* Plain struct: one progress sample. */
 struct tp_stress_snap {
     uint64_t open;
     struct tp_stress_counts n;
-    struct tp_hist *interval;            /* caller's; latencies since the last snap are added */
+    struct tp_stress_hist *interval;     /* caller's; latencies since the last snap are added */
 };
 
 /* Sets up the threads' connections and buffers for o against addr (not

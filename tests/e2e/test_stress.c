@@ -1,7 +1,8 @@
 /* The built tidepool-stress end to end: against the built tidepool server in
- * every mode, against a server thread here that corrupts one reply byte, and
- * against a port where nothing listens. Every child is stopped and reaped
- * (.fini too, if an assertion ends a test early); every wait is bounded. */
+ * every mode, against server threads here that corrupt one reply byte, never
+ * answer, or answer half and close, and against a port where nothing listens.
+ * Every child and server thread is stopped and reaped (.fini too, if an
+ * assertion ends a test early); every wait is bounded. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -146,6 +147,7 @@ static long long server_stop(void)
 
     if (srv.pid <= 0)
         return -1;
+    kill(srv.pid, SIGCONT);   /* a test may have ended while it was stopped */
     kill(srv.pid, SIGTERM);
     read_until(srv.err_fd, srv.log, &srv.loglen, NULL, now_ms() + 5000);
     reap(srv.pid);
@@ -159,6 +161,8 @@ static long long server_stop(void)
     return msgs;
 }
 
+static void fixture_stop(void);
+
 static void cleanup(void)
 {
     if (stress_pid > 0) {
@@ -167,6 +171,7 @@ static void cleanup(void)
         stress_pid = -1;
     }
     server_stop();
+    fixture_stop();
     if (json_path[0] != '\0')
         unlink(json_path);
 }
@@ -322,7 +327,7 @@ Test(stress, json_has_every_field_of_the_schema)
     static const char *keys[] = {
         "threads", "size", "depth", "rate", "requested", "opened", "open_at_end",
         "duration_s", "messages", "msgs_per_s", "bytes", "mb_per_s", "connects_per_s",
-        "p50", "p90", "p99", "p999", "max", "mean", "refused", "reset", "timeout",
+        "sent", "in_flight_at_end", "p50", "p90", "p99", "p999", "max", "mean", "refused", "reset", "timeout",
         "mismatch", "closed_early", "other",
     };
     size_t i;
@@ -350,7 +355,11 @@ Test(stress, json_has_every_field_of_the_schema)
     cr_assert_leq(jnum("p50"), jnum("p99"));
     cr_assert_leq(jnum("p99"), jnum("max"));
     cr_assert_gt(jnum("mean"), 0);
+    cr_assert_geq(jnum("sent"), jnum("messages"));
+    cr_assert_eq(jnum("sent") - jnum("messages"), jnum("in_flight_at_end"), "%s", json);
+    cr_assert_leq(jnum("in_flight_at_end"), 4, "-c 4 -p 1: %s", json);
     cr_assert(jtrue("ok"));
+    cr_assert_not_null(strstr(json, "\"ok\":true,\"why\":\"\"}"), "%s", json);
 }
 
 Test(stress, rate_paces_the_messages)
@@ -367,6 +376,30 @@ Test(stress, rate_paces_the_messages)
     cr_assert_eq(jnum("rate"), 200);
 }
 
+Test(stress, issue_7_paced_latency_after_a_server_stall_stays_within_the_run)
+{
+    int fd;
+
+    /* --ramp 0.5 opens one of the 4 connections in the run, so the pacer
+     * hands that one all 2,000 msgs/s; stopping the server for 300 ms piles
+     * up 600 of them. Each must be timed from its own intended send time. */
+    server_start();
+    fd = stress_start("-c", "4", "--ramp", "0.5", "-r", "2000", "-d", "1500ms", "--json",
+                      new_json_path(), target(srv.port), NULL);
+    usleep(500 * 1000);
+    cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
+    usleep(300 * 1000);
+    cr_assert_eq(kill(srv.pid, SIGCONT), 0);
+    stress_finish(fd, 15000);
+    json_load();
+    cr_assert_eq(jnum("opened"), 1, "%s", json);
+    cr_assert_gt(jnum("messages"), 1000, "%s", json);
+    cr_assert_lt(jnum("max"), 5e6, "a latency longer than the run: %s", json);
+    cr_assert_geq(jnum("max"), 250e3, "the stall shows in the latency: %s", json);
+    cr_assert_lt(jnum("p90"), 1e6, "%s", json);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+}
+
 Test(stress, hold_keeps_connections_open)
 {
     server_start();
@@ -380,7 +413,7 @@ Test(stress, hold_keeps_connections_open)
     cr_assert_eq(jnum("closed_early"), 0, "%s", json);
 }
 
-Test(stress, hold_counts_connections_the_server_closes)
+Test(stress, hold_fails_when_the_server_closes_the_connections)
 {
     int fd;
 
@@ -390,12 +423,29 @@ Test(stress, hold_counts_connections_the_server_closes)
     usleep(700 * 1000);
     server_stop();            /* a graceful stop closes every connection */
     stress_finish(fd, 15000);
-    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 10 errors: "), "%s", res.out);
     json_load();
     cr_assert_eq(jnum("opened"), 10, "%s", json);
     cr_assert_eq(jnum("open_at_end"), 0, "%s", json);
     cr_assert_eq(jnum("closed_early") + jnum("reset"), 10, "%s", json);
     cr_assert_lt(jnum("duration_s"), 10, "ended when every connection was gone: %s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false"), "%s", json);
+}
+
+Test(stress, hold_fails_when_not_every_connection_opened)
+{
+    /* --ramp 2: connections at 0 and 500 ms, so 2 of the 4 in 700 ms. */
+    server_start();
+    stress("--mode", "hold", "-c", "4", "--ramp", "2", "-d", "700ms", "--json",
+           new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out,
+                              "not ok: 2 of 4 connections opened, 2 still open at the end\n"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("opened"), 2, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 2, "%s", json);
 }
 
 Test(stress, storm_cycles_connections)
@@ -435,36 +485,63 @@ Test(stress, slow_sends_without_reading)
     cr_assert_eq(jnum("opened"), 2, "%s", json);
 }
 
-/* A server thread that echoes, but turns byte CORRUPT_AT of the first
- * connection it accepts into something else. */
+/* Server threads here, each misbehaving in one way. */
+enum fixture_kind {
+    FIX_CORRUPT,     /* echoes, but changes byte CORRUPT_AT of the first connection */
+    FIX_SILENT,      /* reads everything and never answers */
+    FIX_HALF,        /* echoes half of its first read on a connection, then closes it */
+};
 #define CORRUPT_AT 100
 #define MAX_PEERS 16
 
-struct corrupter {
+struct fixture {
+    enum fixture_kind kind;
     int lfd;
     unsigned port;
     atomic_bool stop;
+    bool started;
     pthread_t tid;
 };
 
-static void *corrupter_main(void *arg)
+static struct fixture fix = { .lfd = -1 };
+
+/* Answers the r bytes just read into buf from fd, the connection's first
+ * *off bytes having come before them. Returns false to close it. */
+static bool fixture_answer(int fd, char *buf, ssize_t r, uint64_t *off)
 {
-    struct corrupter *k = arg;
+    switch (fix.kind) {
+    case FIX_SILENT:
+        return true;
+    case FIX_HALF:
+        send(fd, buf, (size_t)r / 2, MSG_NOSIGNAL);
+        return false;
+    case FIX_CORRUPT:
+        if (*off <= CORRUPT_AT && *off + (uint64_t)r > CORRUPT_AT)
+            buf[CORRUPT_AT - *off] = buf[CORRUPT_AT - *off] == '#' ? '%' : '#';
+        *off += (uint64_t)r;
+        return send(fd, buf, (size_t)r, MSG_NOSIGNAL) == r;
+    }
+    return false;
+}
+
+static void *fixture_main(void *arg)
+{
     struct pollfd pfd[MAX_PEERS + 1];
     uint64_t off[MAX_PEERS + 1] = { 0 }, deadline = now_ms() + 30000;
     int n = 1, i, accepted = 0;
     char buf[4096];
     ssize_t r;
 
-    pfd[0] = (struct pollfd){ .fd = k->lfd, .events = POLLIN };
-    while (!atomic_load(&k->stop) && now_ms() < deadline) {
+    (void)arg;
+    pfd[0] = (struct pollfd){ .fd = fix.lfd, .events = POLLIN };
+    while (!atomic_load(&fix.stop) && now_ms() < deadline) {
         if (poll(pfd, (nfds_t)n, 50) <= 0)
             continue;
         if ((pfd[0].revents & POLLIN) && n <= MAX_PEERS) {
-            int c = accept(k->lfd, NULL, NULL);
+            int c = accept(fix.lfd, NULL, NULL);
 
             if (c >= 0) {
-                off[n] = accepted++ == 0 ? 0 : UINT64_MAX / 2;   /* only the first */
+                off[n] = accepted++ == 0 ? 0 : UINT64_MAX / 2;   /* corrupt only the first */
                 pfd[n++] = (struct pollfd){ .fd = c, .events = POLLIN };
             }
         }
@@ -472,15 +549,7 @@ static void *corrupter_main(void *arg)
             if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             r = read(pfd[i].fd, buf, sizeof(buf));
-            if (r <= 0) {
-                close(pfd[i].fd);
-                pfd[i].fd = -1;
-                continue;
-            }
-            if (off[i] <= CORRUPT_AT && off[i] + (uint64_t)r > CORRUPT_AT)
-                buf[CORRUPT_AT - off[i]] = buf[CORRUPT_AT - off[i]] == '#' ? '%' : '#';
-            off[i] += (uint64_t)r;
-            if (send(pfd[i].fd, buf, (size_t)r, MSG_NOSIGNAL) != r) {
+            if (r <= 0 || !fixture_answer(pfd[i].fd, buf, r, &off[i])) {
                 close(pfd[i].fd);
                 pfd[i].fd = -1;
             }
@@ -506,25 +575,90 @@ static int listen_any(unsigned *port)
     return fd;
 }
 
+/* Starts the fixture server thread of that kind on 127.0.0.1:fix.port. */
+static void fixture_start(enum fixture_kind kind)
+{
+    fix.kind = kind;
+    atomic_store(&fix.stop, false);
+    fix.lfd = listen_any(&fix.port);
+    cr_assert_eq(listen(fix.lfd, 64), 0);
+    cr_assert_eq(pthread_create(&fix.tid, NULL, fixture_main, NULL), 0);
+    fix.started = true;
+}
+
+/* Stops and joins the fixture thread (within 50 ms of a poll) if running. */
+static void fixture_stop(void)
+{
+    if (fix.started) {
+        atomic_store(&fix.stop, true);
+        pthread_join(fix.tid, NULL);
+        fix.started = false;
+    }
+    if (fix.lfd >= 0) {
+        close(fix.lfd);
+        fix.lfd = -1;
+    }
+}
+
 Test(stress, a_corrupted_reply_is_a_mismatch_and_fails_the_run)
 {
-    struct corrupter k = { 0 };
-
-    k.lfd = listen_any(&k.port);
-    cr_assert_eq(listen(k.lfd, 64), 0);
-    cr_assert_eq(pthread_create(&k.tid, NULL, corrupter_main, &k), 0);
-    stress("-c", "2", "-d", "700ms", "--json", new_json_path(), target(k.port), NULL);
-    atomic_store(&k.stop, true);
-    pthread_join(k.tid, NULL);
-    close(k.lfd);
+    fixture_start(FIX_CORRUPT);
+    stress("-c", "2", "-d", "700ms", "--json", new_json_path(), target(fix.port), NULL);
+    fixture_stop();
     cr_assert_eq(res.code, 1, "%s", res.out);
     cr_assert_not_null(strstr(res.out, "mismatch on connection"), "%s", res.out);
     cr_assert_not_null(strstr(res.out, "at byte 100 "), "%s", res.out);
     cr_assert_not_null(strstr(res.out, "mismatch 1,"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 1 error: mismatch 1\n"), "%s", res.out);
     json_load();
     cr_assert_eq(jnum("mismatch"), 1, "%s", json);
     cr_assert_eq(jnum("open_at_end"), 1, "the other connection carried on: %s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false,\"why\":\"1 error: mismatch 1\""), "%s", json);
+}
+
+Test(stress, issue_7_a_server_that_never_answers_fails_the_run)
+{
+    fixture_start(FIX_SILENT);
+    stress("-c", "2", "-p", "3", "-d", "400ms", "--json", new_json_path(), target(fix.port),
+           NULL);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: no reply came back (6 messages sent)\n"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("opened"), 2, "%s", json);
+    cr_assert_eq(jnum("messages"), 0, "%s", json);
+    cr_assert_eq(jnum("sent"), 6, "%s", json);
+    cr_assert_eq(jnum("in_flight_at_end"), 6, "%s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false,\"why\":\"no reply came back"), "%s", json);
+
+    /* Storm against it: every cycle still waits for its reply at the end. */
+    stress("--mode", "storm", "-c", "2", "-d", "400ms", "--json", new_json_path(),
+           target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: no connect-send-reply-close cycle completed"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("messages"), 0, "%s", json);
     cr_assert_not_null(strstr(json, "\"ok\":false"), "%s", json);
+}
+
+Test(stress, issue_7_a_server_that_truncates_replies_and_closes_fails_the_run)
+{
+    fixture_start(FIX_HALF);
+    stress("-c", "2", "-d", "5s", "--json", new_json_path(), target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 2 errors: closed_early 2\n"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("opened"), 2, "%s", json);
+    cr_assert_eq(jnum("messages"), 0, "%s", json);
+    cr_assert_eq(jnum("bytes"), 64, "half of each 64-byte message came back: %s", json);
+    cr_assert_eq(jnum("closed_early"), 2, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 0, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 2, "ended when both were closed, not after -d: %s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false,\"why\":\"2 errors: closed_early 2\""),
+                       "%s", json);
 }
 
 Test(stress, nothing_listening_counts_refused_and_fails)
@@ -545,7 +679,7 @@ Test(stress, nothing_listening_counts_refused_and_fails)
 Test(stress, usage_errors_exit_2_with_one_line)
 {
     static const char *cases[][3] = {
-        { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" },
+        { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" }, { "-d", "1.5s", "-d" },
         { "--mode", "flood", "--mode" }, { "--src", "1.2.3-x", "--src" },
     };
     size_t i;

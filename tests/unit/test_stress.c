@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tp_hist.h"
-#include "tp_pace.h"
+#include "tp_stress_hist.h"
+#include "tp_stress_pace.h"
 #include "tp_stress_args.h"
 #include "tp_stress_msg.h"
 
@@ -17,7 +17,7 @@
 #define MS 1000000ull
 #define SEC 1000000000ull
 
-static struct tp_hist h, parts[4];
+static struct tp_stress_hist h, parts[4];
 
 static double rel_err(double got, double want)
 {
@@ -26,7 +26,7 @@ static double rel_err(double got, double want)
 
 /* ------------------------------------------------------------------ hist */
 
-Test(hist, relative_error_under_one_percent_from_1us_to_60s)
+Test(stress_hist, relative_error_under_one_percent_from_1us_to_60s)
 {
     double v, worst = 0;
     uint64_t ns, got;
@@ -34,14 +34,14 @@ Test(hist, relative_error_under_one_percent_from_1us_to_60s)
 
     /* Sentinels below and above keep min/max clamping out of the way, so
      * p50 of {0, v, huge} is the value the bucket of v reports. */
-    tp_hist_init(&h);
-    tp_hist_record(&h, 0);
-    tp_hist_record(&h, 100 * 60 * SEC);
+    tp_stress_hist_init(&h);
+    tp_stress_hist_record(&h, 0);
+    tp_stress_hist_record(&h, 100 * 60 * SEC);
     for (v = 1000.0; v <= 60e9; v *= 1.0007) {
         ns = (uint64_t)v;
-        i = tp_hist_index(ns);
-        tp_hist_record(&h, ns);
-        got = tp_hist_percentile(&h, 50);
+        i = tp_stress_hist_index(ns);
+        tp_stress_hist_record(&h, ns);
+        got = tp_stress_hist_percentile(&h, 50000);
         if (rel_err((double)got, (double)ns) > worst)
             worst = rel_err((double)got, (double)ns);
         h.counts[i]--;
@@ -52,132 +52,189 @@ Test(hist, relative_error_under_one_percent_from_1us_to_60s)
     cr_assert_leq(worst, 1.0 / 256 + 1e-9, "a bucket middle is within 1/256: %.5f", worst);
 }
 
-Test(hist, small_values_are_exact_and_huge_values_are_clamped_not_lost)
+Test(stress_hist, small_values_are_exact_and_huge_values_are_clamped_not_lost)
 {
     uint64_t v;
 
     for (v = 0; v < 256; v++)
-        cr_assert_eq(tp_hist_index(v), v);
-    cr_assert_eq(tp_hist_index(UINT64_MAX), TP_HIST_BUCKETS - 1);
-    cr_assert_eq(tp_hist_index(TP_HIST_MAX_NS), TP_HIST_BUCKETS - 1);
-    tp_hist_init(&h);
-    tp_hist_record(&h, 200 * 60 * SEC);     /* 200 minutes: over the range */
+        cr_assert_eq(tp_stress_hist_index(v), v);
+    cr_assert_eq(tp_stress_hist_index(UINT64_MAX), TP_STRESS_HIST_BUCKETS - 1);
+    cr_assert_eq(tp_stress_hist_index(TP_STRESS_HIST_MAX_NS), TP_STRESS_HIST_BUCKETS - 1);
+    tp_stress_hist_init(&h);
+    tp_stress_hist_record(&h, 200 * 60 * SEC);     /* 200 minutes: over the range */
     cr_assert_eq(h.count, 1);
-    cr_assert_eq(tp_hist_percentile(&h, 100), 200 * 60 * SEC, "max stays exact");
-    cr_assert_eq(tp_hist_percentile(&h, 50), 200 * 60 * SEC, "clamped to [min, max]");
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 200 * 60 * SEC, "max stays exact");
+    cr_assert_eq(tp_stress_hist_percentile(&h, 50000), 200 * 60 * SEC, "clamped to [min, max]");
 }
 
-Test(hist, bucket_index_is_monotonic_and_covers_every_bucket)
+Test(stress_hist, bucket_index_is_monotonic_and_covers_every_bucket)
 {
     uint32_t prev = 0, idx;
     uint64_t v;
 
-    for (v = 1; v < TP_HIST_MAX_NS; v += v / 512 + 1) {
-        idx = tp_hist_index(v);
+    for (v = 1; v < TP_STRESS_HIST_MAX_NS; v += v / 512 + 1) {
+        idx = tp_stress_hist_index(v);
         cr_assert_geq(idx, prev, "index went down at %llu", (unsigned long long)v);
         cr_assert_leq(idx, prev + 1, "a bucket skipped at %llu", (unsigned long long)v);
         prev = idx;
     }
-    cr_assert_eq(prev, TP_HIST_BUCKETS - 1);
+    cr_assert_eq(prev, TP_STRESS_HIST_BUCKETS - 1);
 }
 
-Test(hist, percentiles_of_uniform_1us_to_10ms)
+Test(stress_hist, percentiles_of_uniform_1us_to_10ms)
 {
     uint64_t us;
 
-    tp_hist_init(&h);
+    tp_stress_hist_init(&h);
     for (us = 1; us <= 10000; us++)
-        tp_hist_record(&h, us * US);
+        tp_stress_hist_record(&h, us * US);
     cr_assert_eq(h.count, 10000);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 50), 5000e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 90), 9000e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 99), 9900e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 99.9), 9990e3), 0.01);
-    cr_assert_eq(tp_hist_percentile(&h, 100), 10000 * US);
-    cr_assert_eq(tp_hist_percentile(&h, 0), 1 * US, "p0 is the min");
-    cr_assert_float_eq(tp_hist_mean(&h), 5000.5e3, 1e-6);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50000), 5000e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 90000), 9000e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99000), 9900e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99900), 9990e3), 0.01);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 10000 * US);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 0), 1 * US, "p0 is the min");
+    cr_assert_float_eq(tp_stress_hist_mean(&h), 5000.5e3, 1e-6);
 }
 
-Test(hist, percentiles_of_a_bimodal_distribution)
+Test(stress_hist, percentiles_of_a_bimodal_distribution)
 {
     int i;
 
     /* 99% at 100 us, 1% at 50 ms: p99 is still fast, p99.9 is the slow mode. */
-    tp_hist_init(&h);
+    tp_stress_hist_init(&h);
     for (i = 0; i < 99000; i++)
-        tp_hist_record(&h, 100 * US);
+        tp_stress_hist_record(&h, 100 * US);
     for (i = 0; i < 1000; i++)
-        tp_hist_record(&h, 50 * MS);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 50), 100e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 99), 100e3), 0.01);
-    cr_assert_leq(rel_err((double)tp_hist_percentile(&h, 99.9), 50e6), 0.01);
-    cr_assert_eq(tp_hist_percentile(&h, 100), 50 * MS);
-    cr_assert_float_eq(tp_hist_mean(&h), (99000 * 100e3 + 1000 * 50e6) / 100000, 1e-3);
+        tp_stress_hist_record(&h, 50 * MS);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 50000), 100e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99000), 100e3), 0.01);
+    cr_assert_leq(rel_err((double)tp_stress_hist_percentile(&h, 99900), 50e6), 0.01);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 50 * MS);
+    cr_assert_float_eq(tp_stress_hist_mean(&h), (99000 * 100e3 + 1000 * 50e6) / 100000, 1e-3);
 }
 
-Test(hist, empty_reports_zero)
+/* n values: fast ones at 100 us, then slow ones at 50 ms. */
+static void record_two_modes(uint64_t fast, uint64_t slow)
 {
-    tp_hist_init(&h);
-    cr_assert_eq(tp_hist_percentile(&h, 99), 0);
-    cr_assert_eq(tp_hist_percentile(&h, 100), 0);
-    cr_assert_float_eq(tp_hist_mean(&h), 0.0, 1e-12);
+    tp_stress_hist_init(&h);
+    h.counts[tp_stress_hist_index(100 * US)] = fast;
+    h.counts[tp_stress_hist_index(50 * MS)] = slow;
+    h.count = fast + slow;
+    h.sum_ns = fast * 100 * US + slow * 50 * MS;
+    h.min_ns = fast ? 100 * US : 50 * MS;
+    h.max_ns = slow ? 50 * MS : 100 * US;
 }
 
-Test(hist, merge_of_per_thread_histograms_equals_one_histogram)
+Test(stress_hist, issue_7_p999_rank_is_exact_at_multiples_of_1000)
+{
+    uint64_t n, p;
+
+    /* 999 at 100 us and 1 at 50 ms: the 999th value is the p99.9. */
+    tp_stress_hist_init(&h);
+    for (n = 0; n < 999; n++)
+        tp_stress_hist_record(&h, 100 * US);
+    tp_stress_hist_record(&h, 50 * MS);
+    p = tp_stress_hist_percentile(&h, 99900);
+    cr_assert_lt(p, 1 * MS, "p99.9 of 999 x 100 us + 1 x 50 ms is %llu ns",
+                 (unsigned long long)p);
+    for (n = 1000; n <= 10000000; n += n < 100000 ? 1000 : 999000) {
+        record_two_modes(n - n / 1000, n / 1000);
+        p = tp_stress_hist_percentile(&h, 99900);
+        cr_assert_lt(p, 1 * MS, "%llu values: p99.9 is %llu ns, one rank high",
+                     (unsigned long long)n, (unsigned long long)p);
+    }
+}
+
+Test(stress_hist, percentile_rank_is_the_ceiling_of_count_times_p)
+{
+    static const uint32_t pcms[] = { 1, 50000, 90000, 99000, 99900, 99990, 99999 };
+    uint64_t n, rank;
+    size_t i;
+
+    /* With exactly rank fast values the percentile is fast; one fewer, slow. */
+    for (n = 1; n <= 3000; n += n < 1100 ? 1 : 127) {
+        for (i = 0; i < sizeof(pcms) / sizeof(pcms[0]); i++) {
+            rank = (n * pcms[i] + 99999) / 100000;
+            record_two_modes(rank, n - rank);
+            cr_assert_lt(tp_stress_hist_percentile(&h, pcms[i]), 1 * MS,
+                         "n %llu pcm %u: rank %llu", (unsigned long long)n, pcms[i],
+                         (unsigned long long)rank);
+            record_two_modes(rank - 1, n - rank + 1);
+            cr_assert_gt(tp_stress_hist_percentile(&h, pcms[i]), 1 * MS,
+                         "n %llu pcm %u: rank %llu", (unsigned long long)n, pcms[i],
+                         (unsigned long long)rank);
+        }
+    }
+    /* A count whose product with pcm does not fit in 64 bits. */
+    record_two_modes(UINT64_C(1) << 60, UINT64_C(1) << 50);
+    cr_assert_lt(tp_stress_hist_percentile(&h, 99900), 1 * MS);
+}
+
+Test(stress_hist, empty_reports_zero)
+{
+    tp_stress_hist_init(&h);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 99000), 0);
+    cr_assert_eq(tp_stress_hist_percentile(&h, 100000), 0);
+    cr_assert_float_eq(tp_stress_hist_mean(&h), 0.0, 1e-12);
+}
+
+Test(stress_hist, merge_of_per_thread_histograms_equals_one_histogram)
 {
     uint64_t x = 88172645463325252ull, v;
     int i, t;
 
-    tp_hist_init(&h);
+    tp_stress_hist_init(&h);
     for (t = 0; t < 4; t++)
-        tp_hist_init(&parts[t]);
+        tp_stress_hist_init(&parts[t]);
     for (i = 0; i < 400000; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;     /* xorshift64 */
         v = (x % (60 * SEC)) >> (x % 30);             /* ns .. 60 s, skewed low */
-        tp_hist_record(&h, v);
-        tp_hist_record(&parts[i % 4], v);
+        tp_stress_hist_record(&h, v);
+        tp_stress_hist_record(&parts[i % 4], v);
     }
-    struct tp_hist *merged = &parts[0];
+    struct tp_stress_hist *merged = &parts[0];
     for (t = 1; t < 4; t++)
-        tp_hist_merge(merged, &parts[t]);
+        tp_stress_hist_merge(merged, &parts[t]);
     cr_assert_eq(merged->count, h.count);
     cr_assert_eq(merged->sum_ns, h.sum_ns);
     cr_assert_eq(merged->min_ns, h.min_ns);
     cr_assert_eq(merged->max_ns, h.max_ns);
     cr_assert_eq(memcmp(merged->counts, h.counts, sizeof(h.counts)), 0);
-    cr_assert_eq(tp_hist_percentile(merged, 99.9), tp_hist_percentile(&h, 99.9));
+    cr_assert_eq(tp_stress_hist_percentile(merged, 99900), tp_stress_hist_percentile(&h, 99900));
 }
 
-Test(hist, recording_never_allocates)
+Test(stress_hist, recording_never_allocates)
 {
     struct mallinfo2 before, after;
     uint64_t v;
     int i;
 
-    tp_hist_init(&h);
+    tp_stress_hist_init(&h);
     before = mallinfo2();
     for (i = 0; i < 1000000; i++) {
         v = (uint64_t)i * 60013;
-        tp_hist_record(&h, v);
+        tp_stress_hist_record(&h, v);
     }
-    (void)tp_hist_percentile(&h, 99.9);
+    (void)tp_stress_hist_percentile(&h, 99900);
     after = mallinfo2();
     cr_assert_eq(after.uordblks, before.uordblks);
     cr_assert_eq(after.hblkhd, before.hblkhd);
     cr_assert_eq(h.count, 1000000);
-    cr_assert_leq(sizeof(struct tp_hist), 64 * 1024, "a fixed array, not a tree");
+    cr_assert_leq(sizeof(struct tp_stress_hist), 64 * 1024, "a fixed array, not a tree");
 }
 
 /* ------------------------------------------------------------------ pace */
 
 /* Takes every due event at each step of a simulated clock; returns how many
  * were taken and checks each one's intended time. */
-static uint64_t take_due(struct tp_pace *p, uint64_t now, double period)
+static uint64_t take_due(struct tp_stress_pace *p, uint64_t now, double period)
 {
-    uint64_t n = tp_pace_due(p, now), k, t;
+    uint64_t n = tp_stress_pace_due(p, now), k, t;
 
     for (k = 0; k < n; k++) {
-        t = tp_pace_take(p);
+        t = tp_stress_pace_take(p);
         cr_assert_leq(t, now, "an event handed out before its time");
         cr_assert_leq(fabs((double)(t - p->start_ns) - (double)(p->taken - 1) * period), 1.0,
                       "event %llu off its schedule", (unsigned long long)(p->taken - 1));
@@ -185,38 +242,38 @@ static uint64_t take_due(struct tp_pace *p, uint64_t now, double period)
     return n;
 }
 
-Test(pace, sends_rate_times_span_over_a_simulated_span)
+Test(stress_pace, sends_rate_times_span_over_a_simulated_span)
 {
-    struct tp_pace p;
+    struct tp_stress_pace p;
     uint64_t now, sent = 0, start = 5 * SEC;
 
-    tp_pace_init(&p, start, 1000);
+    tp_stress_pace_init(&p, start, 1000);
     for (now = start; now <= start + 10 * SEC; now += 100 * US)
         sent += take_due(&p, now, 1e6);
     /* Events at 0, 1 ms, ..., 10 s inclusive. */
     cr_assert_eq(sent, 10001);
-    cr_assert_eq(tp_pace_due(&p, start + 10 * SEC), 0);
-    cr_assert_eq(tp_pace_next(&p), start + 10 * SEC + 1 * MS);
+    cr_assert_eq(tp_stress_pace_due(&p, start + 10 * SEC), 0);
+    cr_assert_eq(tp_stress_pace_next(&p), start + 10 * SEC + 1 * MS);
 }
 
-Test(pace, uneven_period_keeps_the_long_run_rate)
+Test(stress_pace, uneven_period_keeps_the_long_run_rate)
 {
-    struct tp_pace p;
+    struct tp_stress_pace p;
     uint64_t now, sent = 0;
 
-    tp_pace_init(&p, 0, 7777);     /* 128587.1... ns apart */
+    tp_stress_pace_init(&p, 0, 7777);     /* 128587.1... ns apart */
     for (now = 0; now <= 3 * SEC; now += 37 * US)
         sent += take_due(&p, now, 1e9 / 7777);
     sent += take_due(&p, 3 * SEC, 1e9 / 7777);
     cr_assert_eq(sent, 3 * 7777 + 1);
 }
 
-Test(pace, after_a_stall_releases_exactly_the_missed_sends)
+Test(stress_pace, after_a_stall_releases_exactly_the_missed_sends)
 {
-    struct tp_pace p;
+    struct tp_stress_pace p;
     uint64_t now, sent = 0, t;
 
-    tp_pace_init(&p, 0, 1000);
+    tp_stress_pace_init(&p, 0, 1000);
     for (now = 0; now < 1 * SEC; now += 100 * US)
         sent += take_due(&p, now, 1e6);
     cr_assert_eq(sent, 1000);                  /* 0 .. 999 ms */
@@ -224,40 +281,40 @@ Test(pace, after_a_stall_releases_exactly_the_missed_sends)
      * at once, each with its own intended time (so latency measured from it
      * includes the stall), and not one more. */
     now = 1 * SEC + 499 * MS + 500 * US;
-    cr_assert_eq(tp_pace_due(&p, now), 500);
-    t = tp_pace_take(&p);
+    cr_assert_eq(tp_stress_pace_due(&p, now), 500);
+    t = tp_stress_pace_take(&p);
     cr_assert_eq(t, 1 * SEC, "the first missed send keeps its intended time");
     cr_assert_eq(now - t, 499 * MS + 500 * US, "its latency will include the stall");
     sent += 1 + take_due(&p, now, 1e6);
-    cr_assert_eq(tp_pace_due(&p, now), 0, "no burst beyond the missed sends");
-    cr_assert_eq(tp_pace_due(&p, 1 * SEC + 500 * MS), 1);
+    cr_assert_eq(tp_stress_pace_due(&p, now), 0, "no burst beyond the missed sends");
+    cr_assert_eq(tp_stress_pace_due(&p, 1 * SEC + 500 * MS), 1);
     for (now = 1 * SEC + 500 * MS; now <= 3 * SEC; now += 100 * US)
         sent += take_due(&p, now, 1e6);
     cr_assert_eq(sent, 3001, "the span still holds rate x time sends");
 }
 
-Test(pace, nothing_is_due_before_the_start)
+Test(stress_pace, nothing_is_due_before_the_start)
 {
-    struct tp_pace p;
+    struct tp_stress_pace p;
 
-    tp_pace_init(&p, 10 * SEC, 100);
-    cr_assert_eq(tp_pace_due(&p, 9 * SEC), 0);
-    cr_assert_eq(tp_pace_due(&p, 10 * SEC), 1);
+    tp_stress_pace_init(&p, 10 * SEC, 100);
+    cr_assert_eq(tp_stress_pace_due(&p, 9 * SEC), 0);
+    cr_assert_eq(tp_stress_pace_due(&p, 10 * SEC), 1);
 }
 
-Test(pace, rate_zero_is_always_due)
+Test(stress_pace, rate_zero_is_always_due)
 {
-    struct tp_pace p;
+    struct tp_stress_pace p;
 
-    tp_pace_init(&p, 10 * SEC, 0);
-    cr_assert_gt(tp_pace_due(&p, 10 * SEC), 1000000);
-    cr_assert_eq(tp_pace_take(&p), 10 * SEC);
-    cr_assert_eq(tp_pace_take(&p), 10 * SEC);
+    tp_stress_pace_init(&p, 10 * SEC, 0);
+    cr_assert_gt(tp_stress_pace_due(&p, 10 * SEC), 1000000);
+    cr_assert_eq(tp_stress_pace_take(&p), 10 * SEC);
+    cr_assert_eq(tp_stress_pace_take(&p), 10 * SEC);
 }
 
 /* ------------------------------------------------------------------- msg */
 
-Test(msg, every_size_is_printable_and_ends_with_one_newline)
+Test(stress_msg, every_size_is_printable_and_ends_with_one_newline)
 {
     static char buf[4096 + 1];
     uint32_t size, i;
@@ -276,7 +333,7 @@ Test(msg, every_size_is_printable_and_ends_with_one_newline)
     }
 }
 
-Test(msg, consecutive_messages_differ_so_misordering_shows)
+Test(stress_msg, consecutive_messages_differ_so_misordering_shows)
 {
     char a[64], b[64];
     uint32_t size;
@@ -294,7 +351,7 @@ Test(msg, consecutive_messages_differ_so_misordering_shows)
     cr_assert_neq(memcmp(a, b, 64), 0, "connections differ too");
 }
 
-Test(msg, large_messages_are_filled_whole)
+Test(stress_msg, large_messages_are_filled_whole)
 {
     static char buf[1 << 20];
     size_t i;
@@ -340,7 +397,7 @@ static void assert_bad(int rc, const char *names)
     cr_assert_gt(strlen(err), strlen(names) + 10, "says what was expected: \"%s\"", err);
 }
 
-Test(args, defaults)
+Test(stress_args, defaults)
 {
     cr_assert_eq(PARSE("127.0.0.1:7000"), 0, "%s", err);
     cr_assert_eq(opts.action, TP_STRESS_RUN);
@@ -361,7 +418,7 @@ Test(args, defaults)
     cr_assert_eq(ntohs(((struct sockaddr_in *)&opts.target.addr[0])->sin_port), 7000);
 }
 
-Test(args, every_option_is_read)
+Test(stress_args, every_option_is_read)
 {
     cr_assert_eq(PARSE("--mode", "storm", "-c", "1000", "-t", "2", "-d", "1m", "-n", "5000",
                        "-s", "1k", "-p", "8", "-r", "2500.5", "--ramp", "100",
@@ -385,7 +442,7 @@ Test(args, every_option_is_read)
     cr_assert(opts.quiet);
 }
 
-Test(args, options_after_the_target_and_every_mode)
+Test(stress_args, options_after_the_target_and_every_mode)
 {
     static const char *modes[] = { "echo", "hold", "storm", "slow" };
     int m;
@@ -398,7 +455,7 @@ Test(args, options_after_the_target_and_every_mode)
     }
 }
 
-Test(args, help_and_version)
+Test(stress_args, help_and_version)
 {
     cr_assert_eq(PARSE("-h"), 0);
     cr_assert_eq(opts.action, TP_STRESS_HELP);
@@ -407,25 +464,44 @@ Test(args, help_and_version)
     cr_assert_neq(strstr(tp_stress_args_usage(), "--mode"), NULL);
 }
 
-Test(args, durations)
+Test(stress_args, times_use_the_conf_grammar)
 {
     static const struct { const char *text; uint64_t ns; } ok[] = {
-        { "500ms", 500 * MS }, { "10s", 10 * SEC }, { "1m", 60 * SEC }, { "2h", 7200 * SEC },
-        { "1.5s", 1500 * MS }, { "250us", 250 * US }, { "3", 3 * SEC }, { "100ns", 100 },
+        { "500ms", 500 * MS }, { "30s", 30 * SEC }, { "5m", 300 * SEC }, { "2h", 7200 * SEC },
+        { "1d", 86400 * SEC }, { "1m30s", 90 * SEC }, { "1h1m1s1ms", 3661 * SEC + 1 * MS },
+        { "3", 3 * SEC }, { "1m30", 90 * SEC }, { "1ms", 1 * MS },
+        { "4294967295ms", 4294967295ull * MS },
     };
-    static const char *bad[] = { "5x", "", "s", "-1s", "1.5.s", "10 s", "1sec", "ms" };
-    uint64_t ns;
     size_t i;
 
     for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-        cr_assert_eq(tp_stress_parse_duration(ok[i].text, &ns), 0, "%s", ok[i].text);
-        cr_assert_eq(ns, ok[i].ns, "%s", ok[i].text);
+        cr_assert_eq(PARSE("-d", ok[i].text, "127.0.0.1:7000"), 0, "-d %s: %s", ok[i].text, err);
+        cr_assert_eq(opts.duration_ns, ok[i].ns, "-d %s", ok[i].text);
+        cr_assert_eq(PARSE("--timeout", ok[i].text, "127.0.0.1:7000"), 0, "--timeout %s: %s",
+                     ok[i].text, err);
+        cr_assert_eq(opts.timeout_ns, ok[i].ns, "--timeout %s", ok[i].text);
     }
-    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_assert_eq(tp_stress_parse_duration(bad[i], &ns), -EINVAL, "\"%s\"", bad[i]);
 }
 
-Test(args, zero_connections_is_refused)
+Test(stress_args, bad_times_are_refused_saying_what_is_accepted)
+{
+    static const char *bad[] = {
+        "5x", "", "s", "ms", "-1s", "1.5s", "0.5s", "250us", "100ns", "10 s", "1sec",
+        "1.5.s", "0", "0s", "0ms", "4294967296ms", "49d18h", "1m30x", "+1s", " 1s",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_bad(PARSE("-d", bad[i], "127.0.0.1:7000"), "-d");
+        cr_assert_not_null(strstr(err, "expected a time > 0 such as 500ms, 30s, 1m30s"),
+                           "-d \"%s\": %s", bad[i], err);
+        assert_bad(PARSE("--timeout", bad[i], "127.0.0.1:7000"), "--timeout");
+        cr_assert_not_null(strstr(err, "such as 500ms, 30s, 1m30s"), "--timeout \"%s\": %s",
+                           bad[i], err);
+    }
+}
+
+Test(stress_args, zero_connections_is_refused)
 {
     assert_bad(PARSE("-c", "0", "127.0.0.1:7000"), "-c");
     assert_bad(PARSE("-c", "ten", "127.0.0.1:7000"), "-c");
@@ -433,7 +509,7 @@ Test(args, zero_connections_is_refused)
     assert_bad(PARSE("-c", "99999999999999999999999", "127.0.0.1:7000"), "-c");
 }
 
-Test(args, message_size_below_two_is_refused)
+Test(stress_args, message_size_below_two_is_refused)
 {
     assert_bad(PARSE("-s", "0", "127.0.0.1:7000"), "-s");
     assert_bad(PARSE("-s", "1", "127.0.0.1:7000"), "-s");
@@ -443,14 +519,7 @@ Test(args, message_size_below_two_is_refused)
     cr_assert_eq(opts.size, 2);
 }
 
-Test(args, bad_duration_is_refused)
-{
-    assert_bad(PARSE("-d", "5x", "127.0.0.1:7000"), "-d");
-    assert_bad(PARSE("-d", "0", "127.0.0.1:7000"), "-d");
-    assert_bad(PARSE("--timeout", "soon", "127.0.0.1:7000"), "--timeout");
-}
-
-Test(args, bad_counts_and_rates_are_refused)
+Test(stress_args, bad_counts_and_rates_are_refused)
 {
     assert_bad(PARSE("-t", "0", "127.0.0.1:7000"), "-t");
     assert_bad(PARSE("-n", "0", "127.0.0.1:7000"), "-n");
@@ -462,7 +531,7 @@ Test(args, bad_counts_and_rates_are_refused)
     assert_bad(PARSE("-p", "65536", "-s", "16m", "127.0.0.1:7000"), "-p");
 }
 
-Test(args, bad_host_port_is_refused)
+Test(stress_args, bad_host_port_is_refused)
 {
     static const char *bad[] = {
         "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:80x",
@@ -475,7 +544,7 @@ Test(args, bad_host_port_is_refused)
         assert_bad(PARSE(bad[i]), "HOST:PORT");
 }
 
-Test(args, ipv4_ipv6_and_names_resolve)
+Test(stress_args, ipv4_ipv6_and_names_resolve)
 {
     cr_assert_eq(PARSE("[::1]:7000"), 0, "%s", err);
     cr_assert_eq(opts.target.addr[0].ss_family, AF_INET6);
@@ -485,7 +554,7 @@ Test(args, ipv4_ipv6_and_names_resolve)
     cr_assert_str_eq(opts.target.text, "localhost:7000");
 }
 
-Test(args, bad_src_range_is_refused)
+Test(stress_args, bad_src_range_is_refused)
 {
     assert_bad(PARSE("--src", "127.0.0.8-127.0.0.1", "127.0.0.1:7000"), "--src");
     assert_bad(PARSE("--src", "127.0.0.1-", "127.0.0.1:7000"), "--src");
@@ -494,7 +563,7 @@ Test(args, bad_src_range_is_refused)
     assert_bad(PARSE("--src", "127.0.0.1-127.0.0.2", "[::1]:7000"), "--src");
 }
 
-Test(args, src_range_cycles_round_robin)
+Test(stress_args, src_range_cycles_round_robin)
 {
     struct sockaddr_in sin;
     struct tp_stress_src s;
@@ -511,13 +580,13 @@ Test(args, src_range_cycles_round_robin)
     cr_assert_eq(s.first, s.last);
 }
 
-Test(args, unknown_mode_is_refused)
+Test(stress_args, unknown_mode_is_refused)
 {
     assert_bad(PARSE("--mode", "flood", "127.0.0.1:7000"), "--mode");
     assert_bad(PARSE("--verify", "yes", "127.0.0.1:7000"), "--verify");
 }
 
-Test(args, unknown_options_missing_values_and_targets)
+Test(stress_args, unknown_options_missing_values_and_targets)
 {
     assert_bad(PARSE("-x", "127.0.0.1:7000"), "-x");
     assert_bad(PARSE("--bogus", "127.0.0.1:7000"), "--bogus");
@@ -527,7 +596,7 @@ Test(args, unknown_options_missing_values_and_targets)
     assert_bad(PARSE("127.0.0.1:7000", "127.0.0.1:7001"), "HOST:PORT");
 }
 
-Test(args, parsing_twice_starts_over)
+Test(stress_args, parsing_twice_starts_over)
 {
     cr_assert_eq(PARSE("-c", "7", "127.0.0.1:7000"), 0);
     cr_assert_eq(PARSE("127.0.0.1:7001"), 0);
