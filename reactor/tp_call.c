@@ -3,7 +3,9 @@
  * While every message of a batch is answered with TP_APP_KEEP the batch
  * itself is the reply and nothing is copied. The first message answered any
  * other way ends that: the bytes kept so far are copied into a reply buffer
- * (a TP_MSG_SEND to the sender) and everything after is appended to it. */
+ * (a TP_MSG_SEND to the sender) and everything after is appended to it.
+ * Output of zero bytes (possible only with raw framing) is a no-op: it never
+ * becomes a message. */
 #include "tp_call.h"
 
 #include <errno.h>
@@ -103,6 +105,8 @@ int tp_call_reply(struct tp_call *call, const void *data, size_t len)
 
     stop_keeping(call);
     tp_frame_wrap(call->env->framing, len, head, &hl, &tail, &tl);
+    if (hl + len + tl == 0)
+        return 0;
     r = reply_room(call, hl + len + tl);
     if (r == NULL)
         return -ENOMEM;
@@ -113,11 +117,20 @@ int tp_call_reply(struct tp_call *call, const void *data, size_t len)
     return 0;
 }
 
+/* True if len payload bytes make no bytes on the wire. */
+static bool is_empty(const struct tp_call *call, size_t len)
+{
+    return len == 0 && call->env->framing == TP_FRAMING_RAW;
+}
+
 int tp_call_send(struct tp_call *call, struct tp_handle to, const void *data,
                  size_t len)
 {
-    struct tp_msg *m = framed(call, TP_MSG_SEND, data, len);
+    struct tp_msg *m;
 
+    if (is_empty(call, len))
+        return 0;
+    m = framed(call, TP_MSG_SEND, data, len);
     if (m == NULL)
         return -ENOMEM;
     m->h = to;
@@ -130,8 +143,11 @@ int tp_call_send(struct tp_call *call, struct tp_handle to, const void *data,
 int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
                       bool include_self)
 {
-    struct tp_msg *m = framed(call, TP_MSG_BROADCAST, data, len);
+    struct tp_msg *m;
 
+    if (is_empty(call, len))
+        return 0;
+    m = framed(call, TP_MSG_BROADCAST, data, len);
     if (m == NULL)
         return -ENOMEM;
     if (include_self)

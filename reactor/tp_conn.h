@@ -1,17 +1,17 @@
 /* tp_conn.h - a connection's life; internal to reactor/, reactor thread only.
  *
- *            accept                 EOF, app CLOSE, oversize, timeouts, stop
- *   FREE ----------> READING ------------------------------------+
- *    ^                  |                                         v
- *    |                  | error, overflow, stop now          FINISHING
- *    |                  |   (and from FINISHING, LINGERING)       |  nothing at the pool,
- *    |                  v                                         |  nothing to ship or write
- *    |   pool idle,   CLOSED <------ EOF seen, or an error -------+
- *    +--- app told <----+                                         |  else: shutdown(SHUT_WR)
- *                       ^                                         v
- *                       +--- peer took every reply, peer EOF, LINGERING
- *                            lingering_timeout, lingering_max       (refused connections
- *                                                                    start here)
+ *   FREE --accept--> READING --EOF, app CLOSE, oversize,------> FINISHING
+ *    ^                  |      idle or read timeout, stop          |
+ *    |                  |                                          | nothing at the pool,
+ *    |                  | error, overflow, stop now                | to ship or to write
+ *    |                  v                                          v
+ *    +--pool idle,-- CLOSED <----- after EOF, or lingering_timeout 0
+ *       app told        ^                                          |
+ *                       |                                          | otherwise:
+ *                       |                                          | shutdown(SHUT_WR)
+ *                       +-- peer took every reply, peer EOF, --- LINGERING
+ *                           lingering_timeout, error, stop now    (refused connections
+ *                                                                  get here at once)
  *
  *   READING    reads until EAGAIN, cuts whole messages, hands them to the pool
  *              (one batch at a time, so replies keep their order) and writes
@@ -21,12 +21,17 @@
  *              line listener is the last message; after an app's CLOSE what
  *              came later is dropped; otherwise a partial message is.
  *   LINGERING  every reply is with the kernel and our FIN is queued; input is
- *              read and dropped (closing on unread bytes would make the kernel
- *              send RST and throw away replies the peer has not yet taken)
- *              until the kernel's send queue is empty, the peer closes, or
- *              lingering_timeout / lingering_max cut it short.
- *   CLOSED     the fd is closed (tp_conn_close is the one place that does it);
- *              the slot waits for its message at the pool and for app->close.
+ *              read and dropped, lingering_max bytes at most (closing on
+ *              unread bytes would make the kernel send RST and throw away
+ *              replies the peer has not yet taken) until the peer has
+ *              acknowledged every byte and the FIN, closes, or
+ *              lingering_timeout passes. app->close is sent on entry.
+ *   CLOSED     the fd is closed; the slot waits for its message at the pool
+ *              and for app->close, then is FREE with a new generation.
+ *
+ * Every close begins in tp_conn_close() (EOF and errors included) and
+ * progress() carries it on; the fd is closed in one place, on entering
+ * CLOSED.
  *
  * set_state() in tp_conn.c is the one place a state changes; progress() is
  * the one place that decides what comes after FINISHING, LINGERING and

@@ -164,3 +164,67 @@ Test(call, open_sets_the_connection_pointer_that_travels_back)
     cr_assert_not(r->flags & (TP_MSG_F_REPLY | TP_MSG_F_CLOSE));
     tp_msg_free(r);
 }
+
+static int empty_message(struct tp_call *call, char *data, size_t len)
+{
+    tp_call_reply(call, data, 0);
+    tp_call_send(call, tp_call_conn(call), data, 0);
+    tp_call_broadcast(call, data, 0, true);
+    return TP_APP_DONE;
+}
+
+static const struct tp_app empty = { .name = "empty", .message = empty_message };
+
+/* Issue 7, defect 2, at its source: raw framing makes zero bytes of zero
+ * bytes, and no message (an empty one used to stall the reactor's writer). */
+Test(call, issue_7_zero_byte_output_makes_no_message)
+{
+    struct tp_msg *m = batch("abc", 3, 0), *r;
+    struct tp_msg_list out;
+
+    run(&empty, TP_FRAMING_RAW, m, &out);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m, "something came before the batch itself");
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    cr_assert_not(r->flags & TP_MSG_F_REPLY);
+    cr_assert_null(tp_msg_list_pop(&out));
+    tp_msg_free(r);
+    /* With line framing an empty payload is a line: "\n" each. */
+    m = batch("abc\n", 4, 0);
+    run(&empty, TP_FRAMING_LINE, m, &out);
+    for (int i = 0; i < 3; i++) {
+        r = tp_msg_list_pop(&out);
+        expect(r, i < 2 ? TP_MSG_SEND : TP_MSG_BROADCAST, "\n", 1);
+        tp_msg_free(r);
+    }
+    while ((r = tp_msg_list_pop(&out)) != NULL)
+        tp_msg_free(r);
+}
+
+static int whoami_message(struct tp_call *call, char *data, size_t len)
+{
+    char line[64];
+    struct tp_handle h = tp_call_conn(call);
+    int n = snprintf(line, sizeof(line), "%s %u.%u", (const char *)tp_call_state(call),
+                     h.slot, h.gen);
+
+    return tp_call_reply(call, line, (size_t)n) < 0 ? TP_APP_CLOSE : TP_APP_DONE;
+}
+
+static const struct tp_app whoami = { .name = "whoami", .message = whoami_message };
+
+Test(call, state_and_handle_are_the_listeners_and_the_connections)
+{
+    struct tp_call_env env = { &whoami, (void *)"room", TP_FRAMING_LINE, 1000 };
+    struct tp_msg *m = batch("?\n", 2, 0), *r;
+    struct tp_msg_list out;
+
+    tp_msg_list_init(&out);
+    tp_call_run(&env, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_SEND, "room 3.9\n", 9);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    tp_msg_free(r);
+}
