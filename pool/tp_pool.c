@@ -265,15 +265,11 @@ bool tp_pool_is_full(const tp_pool_t *p)
 /* Inline: runs the staged work here, in order, onto the reply list. */
 static size_t run_inline(struct tp_pool *p)
 {
-    struct tp_msg_list out;
     struct tp_msg *m;
     size_t n = 0;
 
     while ((m = tp_msg_list_pop(&p->stage)) != NULL) {
-        tp_msg_list_init(&out);
-        p->work(p->arg, m, &out);
-        while ((m = tp_msg_list_pop(&out)) != NULL)
-            tp_msg_list_push(&p->done, m);
+        p->work(p->arg, m, &p->done);
         n++;
     }
     return n;

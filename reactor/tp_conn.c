@@ -178,7 +178,14 @@ static int conn_write(struct tp_conns *cs, struct tp_conn *c)
     return 0;
 }
 
-static void progress(struct tp_conns *cs, struct tp_conn *c);
+static void advance(struct tp_conns *cs, struct tp_conn *c);
+
+/* What comes next for c, if it is closing (see advance()). */
+static inline void progress(struct tp_conns *cs, struct tp_conn *c)
+{
+    if (c->state != TP_CONN_READING)
+        advance(cs, c);
+}
 
 void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c)
 {
@@ -574,8 +581,8 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
 }
 
 /* What comes next for a connection that is closing, as far as it can go
- * now. Called after anything that may let it move on. */
-static void progress(struct tp_conns *cs, struct tp_conn *c)
+ * now. Called (through progress()) after anything that may let it move on. */
+static void advance(struct tp_conns *cs, struct tp_conn *c)
 {
     for (;;) {
         switch (c->state) {

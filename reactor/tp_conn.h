@@ -33,7 +33,7 @@
  * progress() carries it on; the fd is closed in one place, on entering
  * CLOSED.
  *
- * set_state() in tp_conn.c is the one place a state changes; progress() is
+ * set_state() in tp_conn.c is the one place a state changes; advance() is
  * the one place that decides what comes after FINISHING, LINGERING and
  * CLOSED. The app never runs inside these functions: messages go to the pool
  * (tp_pool_submit) and come back through tp_conn__reply(). */

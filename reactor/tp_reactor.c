@@ -293,7 +293,8 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
 static void publish(struct tp_server *s)
 {
     for (;;) {
-        run_list(s, TP_LIST_DIRTY);
+        if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
+            run_list(s, TP_LIST_DIRTY);
         if (tp_pool_flush(s->cs.pool) == 0 || !tp_pool_is_inline(s->cs.pool))
             return;
         take_replies(s, false);
