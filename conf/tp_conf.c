@@ -549,7 +549,7 @@ static int set_lingering_timeout(struct parser *p, const struct stmt *st,
 
 static int set_lingering_max(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
-    return get_size(p, st, 0, 1ull << 40, "a size from 0 to 1024g", &l->lingering_max);
+    return get_size(p, st, 0, 1ull << 30, "a size from 0 to 1g", &l->lingering_max);
 }
 
 static int set_backlog(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)

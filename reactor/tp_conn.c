@@ -406,33 +406,42 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
 
 /* ---- lingering ---- */
 
-/* LINGERING: drops what arrived, up to lingering_max in all (past it the
- * peer's writes block instead, which costs us nothing). True once c may
- * close: the peer closed or reset, or every byte we sent and our FIN were
- * acknowledged, so the peer holds all its replies even if closing now makes
- * the kernel answer its later input with RST. */
-static bool linger_done(struct tp_conns *cs, struct tp_conn *c)
+/* FINISHING, LINGERING: reads and drops what arrived, lingering_max bytes
+ * in all (then the rest is left unread and the peer's writes block, which
+ * costs us nothing). Dropping lets a client that is blocked writing go on to
+ * read its replies. Returns 1 at EOF, -1 if the connection failed, else 0. */
+static int drop_input(struct tp_conns *cs, struct tp_conn *c)
 {
-    uint64_t room = c->l->conf->lingering_max;
-    int unacked = 1;
+    uint64_t most = c->l->conf->lingering_max;
     ssize_t n;
 
-    while (c->out_bytes < room) {
-        n = read(c->fd, discard, room - c->out_bytes < sizeof(discard)
-                                 ? room - c->out_bytes : sizeof(discard));
+    while (c->dropped < most) {
+        n = read(c->fd, discard, most - c->dropped < sizeof(discard)
+                                 ? (size_t)(most - c->dropped) : sizeof(discard));
         if (n > 0) {
             TP_STAT_ADD(cs, bytes_discarded, (uint64_t)n);
-            c->out_bytes += (size_t)n;
+            c->dropped += (uint32_t)n;
             continue;
         }
-        if (n == 0)
-            return true;
-        if (errno == EINTR)
+        if (n < 0 && errno == EINTR)
             continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return true;
-        break;
+        c->flags &= (uint16_t)~TP_CONN_READABLE;
+        if (n == 0)
+            return 1;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
     }
+    return 0;
+}
+
+/* LINGERING: true once c may close: the peer closed or failed, or every
+ * byte we sent and our FIN were acknowledged, so the peer holds all its
+ * replies even if closing now makes the kernel answer later input with RST. */
+static bool linger_done(struct tp_conns *cs, struct tp_conn *c)
+{
+    int unacked = 1;
+
+    if (drop_input(cs, c) != 0)
+        return true;
     return ioctl(c->fd, SIOCOUTQ, &unacked) < 0 || unacked == 0;
 }
 
@@ -565,7 +574,6 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
     case TP_CONN_LINGERING:
         shutdown(c->fd, SHUT_WR);
         leave_listener(c);
-        c->out_bytes = 0;                    /* from here: bytes dropped */
         c->active_ms = cs->now_ms + LINGER_CHECK_MS;
         c->partial_ms = cs->now_ms + lc->lingering_timeout_ms;
         cds_list_add_tail(&c->idle, &cs->linger);
@@ -587,6 +595,11 @@ static void advance(struct tp_conns *cs, struct tp_conn *c)
     for (;;) {
         switch (c->state) {
         case TP_CONN_FINISHING:
+            if ((c->flags & TP_CONN_READABLE) && c->why != TP_CLOSE_PEER &&
+                drop_input(cs, c) < 0) {
+                set_state(cs, c, TP_CONN_CLOSED);   /* nobody to write to */
+                break;
+            }
             if ((c->flags & TP_CONN_BUSY) || c->out.head != NULL ||
                 (c->rbuf != NULL && c->rbuf->cut > 0))
                 return;

@@ -16,16 +16,17 @@
  *   READING    reads until EAGAIN, cuts whole messages, hands them to the pool
  *              (one batch at a time, so replies keep their order) and writes
  *              the replies; pauses while output is over send_buffer_max.
- *   FINISHING  reads no more; the messages already read still run and their
- *              replies are written. After an EOF the unterminated tail of a
- *              line listener is the last message; after an app's CLOSE what
- *              came later is dropped; otherwise a partial message is.
+ *   FINISHING  input is no longer served: the messages already read still
+ *              run and their replies are written; what arrives is read and
+ *              dropped (lingering_max bytes at most), so a client blocked
+ *              writing goes on to read. After an EOF the unterminated tail
+ *              of a line listener is the last message; after an app's CLOSE
+ *              what came later is dropped; otherwise a partial message is.
  *   LINGERING  every reply is with the kernel and our FIN is queued; input is
- *              read and dropped, lingering_max bytes at most (closing on
- *              unread bytes would make the kernel send RST and throw away
- *              replies the peer has not yet taken) until the peer has
- *              acknowledged every byte and the FIN, closes, or
- *              lingering_timeout passes. app->close is sent on entry.
+ *              still dropped (closing on unread bytes would make the kernel
+ *              send RST and throw away replies the peer has not yet taken)
+ *              until the peer has acknowledged every byte and the FIN,
+ *              closes, or lingering_timeout passes. app->close goes on entry.
  *   CLOSED     the fd is closed; the slot waits for its message at the pool
  *              and for app->close, then is FREE with a new generation.
  *

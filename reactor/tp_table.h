@@ -55,10 +55,11 @@ struct tp_conn {
     uint16_t flags;               /* TP_CONN_* */
     int fd;
     struct tp_handle h;           /* slot and generation */
+    uint32_t dropped;             /* input dropped since input stopped */
     struct tp_listener *l;
     struct tp_msg *rbuf;          /* read buffer; NULL while there is none */
     struct tp_msg_list out;       /* replies to write, in order */
-    size_t out_bytes;             /* unsent bytes in out; LINGERING: bytes dropped */
+    size_t out_bytes;             /* unsent bytes in out */
     void *app_data;               /* the app's per-connection pointer */
     struct tp_conn *next[TP_LISTS];
     struct cds_list_head link;    /* l->conns; the free list when FREE */
