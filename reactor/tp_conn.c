@@ -568,7 +568,6 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
     case TP_CONN_READING:
         break;
     case TP_CONN_FINISHING:
-        c->state = TP_CONN_FINISHING;
         stop_input(cs, c);
         break;
     case TP_CONN_LINGERING:
