@@ -599,6 +599,14 @@ static void advance(struct tp_conns *cs, struct tp_conn *c)
                 set_state(cs, c, TP_CONN_CLOSED);   /* nobody to write to */
                 break;
             }
+            /* What was read still goes to the app: the tail an EOF made a
+             * message may be all there is, with nothing at the pool. */
+            if (ship(cs, c) < 0) {
+                tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory, closing %s",
+                              c->l->name, tp_conn__peer(c));
+                set_state(cs, c, TP_CONN_CLOSED);
+                break;
+            }
             if ((c->flags & TP_CONN_BUSY) || c->out.head != NULL ||
                 (c->rbuf != NULL && c->rbuf->cut > 0))
                 return;
