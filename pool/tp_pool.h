@@ -18,7 +18,10 @@
  *   tp_pool_submit/flush      reactor        workers (enqueue side of their
  *                                            queues), tp_pool_drain
  *   tp_pool_drain/event_fd    reactor        workers (they enqueue replies)
+ *   tp_pool_is_full/inflight  reactor        workers
  *   the work callback         worker         other workers; reactor calls
+ *                             (inline: the   nothing: it runs inside
+ *                             flush caller)  tp_pool_flush()
  */
 #ifndef TP_POOL_H
 #define TP_POOL_H
