@@ -348,12 +348,15 @@ static size_t read_room(struct tp_conns *cs, struct tp_conn *c)
     return b->cap - b->len;
 }
 
-/* Adapts the next read buffer's size to how much the last read brought. */
-static void learn_size(struct tp_conn *c, size_t n, size_t room)
+/* Adapts the next read buffer's size to how full this one is after a
+ * read: a message that fills a buffer makes the next one bigger (not the
+ * short read that finished it, or every 4 KiB message would take a read, a
+ * copy into a grown buffer and a second read). */
+static void learn_size(struct tp_conn *c, const struct tp_msg *b)
 {
-    if (n == room && c->rsize + 1u < READ_CLASSES)
+    if (b->len == b->cap && c->rsize + 1u < READ_CLASSES)
         c->rsize++;
-    else if (n < room / 8 && c->rsize > 0)
+    else if (b->len < b->cap / 8 && c->rsize > 0)
         c->rsize--;
 }
 
@@ -380,7 +383,7 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
             budget -= (size_t)n < budget ? (size_t)n : budget;
             TP_STAT_ADD(cs, bytes_in, (uint64_t)n);
             touch(cs, c);
-            learn_size(c, (size_t)n, room);
+            learn_size(c, c->rbuf);
             /* A short read emptied the socket; a later arrival is a new
              * edge. Not so for a hang-up already reported: read it now. */
             if ((size_t)n < room && !(c->flags & TP_CONN_RDHUP))
