@@ -41,9 +41,8 @@ struct tp_event_src {
 struct tp_server {
     const struct tp_conf *conf;
     struct tp_server_opts opts;
-    struct tp_conns cs;           /* connections, their table, pool, stats */
-    int epfd;
-    struct tp_listener *listeners;
+    struct tp_conns cs;           /* connections, their table, pool, stats,
+                                     the epoll fd and the listeners */
     size_t nlisten;
     bool pool_retry;              /* drain caught a worker mid-enqueue */
     uint32_t max_conns;
@@ -69,7 +68,7 @@ static int watch(struct tp_server *s, int fd, void *ptr)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.ptr = ptr };
 
-    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+    return epoll_ctl(s->cs.epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
 /* ---- set-up ---- */
@@ -78,7 +77,7 @@ static void work(void *arg, struct tp_msg *msg, struct tp_msg_list *out)
 {
     struct tp_server *s = arg;
 
-    tp_call_run(&s->listeners[msg->listener].env, msg, out);
+    tp_call_run(&s->cs.listeners[msg->listener].env, msg, out);
 }
 
 /* The address as written, with the port bound (port 0 listeners). */
@@ -95,7 +94,7 @@ static void set_name(struct tp_listener *l)
 static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen)
 {
     const struct tp_listen_conf *lc = &s->conf->listen[i];
-    struct tp_listener *l = &s->listeners[i];
+    struct tp_listener *l = &s->cs.listeners[i];
     const char *what;
     char where[TP_CONF_PATH_MAX + 16] = "";
     int fd, rc;
@@ -181,15 +180,15 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
     s->cs.log_level = conf->log_level;
     CDS_INIT_LIST_HEAD(&s->cs.linger);
     tp_msg_cache_init(&s->cs.cache);
-    s->epfd = s->cs.epfd = epoll_create1(EPOLL_CLOEXEC);
-    s->listeners = s->cs.listeners = calloc(conf->nlisten, sizeof(*s->listeners));
-    if (s->epfd < 0 || s->listeners == NULL ||
+    s->cs.epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->cs.listeners = calloc(conf->nlisten, sizeof(*s->cs.listeners));
+    if (s->cs.epfd < 0 || s->cs.listeners == NULL ||
         tp_table_init(&s->cs.table, conf->max_connections) < 0) {
         snprintf(err, errlen, "cannot set up: %s", strerror(errno));
         goto out_destroy;
     }
     for (i = 0; i < conf->nlisten; i++)
-        s->listeners[i].fd = -1;
+        s->cs.listeners[i].fd = -1;
     for (s->nlisten = 0; s->nlisten < conf->nlisten; s->nlisten++)
         if (open_listener(s, s->nlisten, err, errlen) < 0) {
             s->nlisten++;
@@ -253,7 +252,7 @@ static void accept_ready(struct tp_server *s)
     int n;
 
     for (i = 0; i < s->nlisten; i++) {
-        struct tp_listener *l = &s->listeners[i];
+        struct tp_listener *l = &s->cs.listeners[i];
 
         if (!l->ready || l->fd < 0 || s->cs.now_ms < l->paused_until_ms)
             continue;
@@ -319,7 +318,7 @@ static int wait_ms(struct tp_server *s)
         (!tp_table_is_empty(&s->cs.table, TP_LIST_WAITING) && !tp_pool_is_full(s->cs.pool)))
         return 0;
     for (i = 0; i < s->nlisten; i++) {
-        struct tp_listener *l = &s->listeners[i];
+        struct tp_listener *l = &s->cs.listeners[i];
 
         if (l->ready && l->fd >= 0)
             next = earliest(next, l->paused_until_ms);
@@ -339,9 +338,9 @@ static void close_listeners(struct tp_server *s)
     size_t i;
 
     for (i = 0; i < s->nlisten; i++)
-        if (s->listeners[i].fd >= 0) {
-            close(s->listeners[i].fd);
-            s->listeners[i].fd = -1;
+        if (s->cs.listeners[i].fd >= 0) {
+            close(s->cs.listeners[i].fd);
+            s->cs.listeners[i].fd = -1;
         }
 }
 
@@ -487,7 +486,7 @@ static void turn(struct tp_server *s, bool pool_ready)
     if (!tp_pool_is_full(s->cs.pool))
         run_list(s, TP_LIST_WAITING);
     for (i = 0; i < s->nlisten; i++)
-        tp_conn__expire(&s->cs, &s->listeners[i]);
+        tp_conn__expire(&s->cs, &s->cs.listeners[i]);
     tp_conn__check_lingering(&s->cs);
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0 &&
         s->cs.now_ms >= s->stop_deadline_ms) {
@@ -503,8 +502,8 @@ static void log_start(struct tp_server *s)
 
     for (i = 0; i < s->nlisten; i++)
         log_(s, TP_LOG_INFO, "listening on %s (app %s, framing %s)",
-             s->listeners[i].name, s->listeners[i].env.app->name,
-             tp_conf_framing_name(s->listeners[i].conf->framing));
+             s->cs.listeners[i].name, s->cs.listeners[i].env.app->name,
+             tp_conf_framing_name(s->cs.listeners[i].conf->framing));
 }
 
 int tp_server_run(tp_server_t *s)
@@ -515,7 +514,7 @@ int tp_server_run(tp_server_t *s)
 
     log_start(s);
     while (!finished(s)) {
-        n = epoll_wait(s->epfd, ev, MAX_EVENTS, wait_ms(s));
+        n = epoll_wait(s->cs.epfd, ev, MAX_EVENTS, wait_ms(s));
         if (n < 0 && errno != EINTR)
             return -errno;
         s->cs.now_ms = clock_ms();
@@ -532,7 +531,7 @@ int tp_server_run(tp_server_t *s)
 
 uint16_t tp_server_port(const tp_server_t *s, size_t i)
 {
-    return i < s->nlisten ? s->listeners[i].port : 0;
+    return i < s->nlisten ? s->cs.listeners[i].port : 0;
 }
 
 void tp_server_stats(const tp_server_t *s, struct tp_stats *out)
@@ -558,14 +557,14 @@ void tp_server_destroy(tp_server_t *s)
     tp_pool_destroy(s->cs.pool);
     close_listeners(s);
     for (i = 0; i < s->nlisten; i++)
-        if (s->listeners[i].app_started && s->listeners[i].env.app->fini != NULL)
-            s->listeners[i].env.app->fini(s->listeners[i].env.state);
+        if (s->cs.listeners[i].app_started && s->cs.listeners[i].env.app->fini != NULL)
+            s->cs.listeners[i].env.app->fini(s->cs.listeners[i].env.state);
     if (s->stop_src.fd >= 0)
         close(s->stop_src.fd);
-    if (s->epfd >= 0)
-        close(s->epfd);
+    if (s->cs.epfd >= 0)
+        close(s->cs.epfd);
     tp_table_fini(&s->cs.table);
     tp_msg_cache_fini(&s->cs.cache);
-    free(s->listeners);
+    free(s->cs.listeners);
     free(s);
 }
