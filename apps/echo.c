@@ -1,7 +1,8 @@
 /* echo.c - replies with each message unchanged. */
 #include "tp_apps.h"
 
-static int echo_message(struct tp_call *call, char *data, size_t len)
+/* A whole run of messages is its own reply: one call however many lines. */
+static int echo_batch(struct tp_call *call, char *data, size_t len)
 {
     (void)call;
     (void)data;
@@ -11,5 +12,5 @@ static int echo_message(struct tp_call *call, char *data, size_t len)
 
 const struct tp_app tp_app_echo = {
     .name = "echo",
-    .message = echo_message,
+    .batch = echo_batch,
 };

@@ -62,6 +62,7 @@ struct tp_msg {
     uint16_t worker;            /* pool: which worker holds it */
     uint16_t sclass;            /* size class, TP_MSG_NOCLASS if none */
     uint32_t refs;              /* BROADCAST: REF slots still pointing here */
+    uint32_t count;             /* DONE: messages the batch held */
     void *conn_data;            /* the app's per-connection pointer, carried
                                    to the worker and back with each batch */
     struct tp_msg *shared;      /* REF: the buffer whose bytes it stands for */

@@ -8,7 +8,11 @@
  *
  * A call may reply to its sender, send to another connection by handle, or
  * broadcast to every connection of the listener: each reply is framed the
- * way the listener frames messages. Bytes given to tp_call_* are copied. */
+ * way the listener frames messages. Bytes given to tp_call_* are copied.
+ *
+ * The reactor hands over runs of whole messages, as many as one read
+ * brought; an app sees them one call per message (message()) or one call per
+ * run (batch()). */
 #ifndef TP_APP_H
 #define TP_APP_H
 
@@ -39,8 +43,17 @@ struct tp_app {
      * TP_APP_CLOSE to refuse it (after writing any reply). */
     int (*open)(struct tp_call *call);
     /* One message: len payload bytes at data, without framing, writable.
-     * Returns TP_APP_DONE, TP_APP_KEEP or TP_APP_CLOSE. */
+     * Returns TP_APP_DONE, TP_APP_KEEP or TP_APP_CLOSE. Every app has
+     * message() or batch(). */
     int (*message)(struct tp_call *call, char *data, size_t len);
+    /* Optional; when set it is called instead of message(). A run of whole
+     * messages: data[0..len) exactly as they came on the wire, framing
+     * included (after EOF, a line listener's run may end in a line without
+     * its '\n'). For apps that answer a run at once, as echo does: a flood
+     * of short lines then costs one call, not one per line. Returns
+     * TP_APP_KEEP (the run, as the app left it, is the reply), TP_APP_DONE
+     * or TP_APP_CLOSE. */
+    int (*batch)(struct tp_call *call, char *data, size_t len);
     /* Optional. The connection closed (its handle is dead); free what open
      * made. Replies made here are dropped. */
     void (*close)(struct tp_call *call);

@@ -173,8 +173,9 @@ void *tp_call_state(const struct tp_call *call)
     return call->env->state;
 }
 
-/* Runs the app on each message of a batch; returns the app's last verdict. */
-static int run_batch(struct tp_call *call)
+/* Runs the app on each message of a batch; returns the app's last verdict
+ * and counts the messages in *count. */
+static int run_messages(struct tp_call *call, uint32_t *count)
 {
     const struct tp_call_env *env = call->env;
     struct tp_msg *m = call->msg;
@@ -196,6 +197,7 @@ static int run_batch(struct tp_call *call)
             fr.len = m->len - pos;
             used = (ssize_t)fr.len;
         }
+        (*count)++;
         r = env->app->message(call, m->data + pos + fr.off, fr.len);
         if (r == TP_APP_KEEP && call->copying)
             reply_raw(call, m->data + pos, (size_t)used);
@@ -208,14 +210,39 @@ static int run_batch(struct tp_call *call)
     return r;
 }
 
+/* The whole batch in one call to app->batch. */
+static int run_batch(struct tp_call *call, uint32_t *count)
+{
+    const struct tp_call_env *env = call->env;
+    struct tp_msg *m = call->msg;
+    size_t n = tp_frame_count(env->framing, m->data, m->len, env->max_message);
+    int r;
+
+    /* An unterminated last line (after EOF) is a message too. */
+    if (env->framing == TP_FRAMING_LINE && m->len > 0 && m->data[m->len - 1] != '\n')
+        n++;
+    *count = (uint32_t)n;
+    if (m->len == 0)
+        return TP_APP_DONE;
+    r = env->app->batch(call, m->data, m->len);
+    if (r == TP_APP_KEEP && !call->copying)
+        call->kept = m->len;
+    else if (r == TP_APP_KEEP)
+        reply_raw(call, m->data, m->len);
+    return r;
+}
+
 void tp_call_run(const struct tp_call_env *env, struct tp_msg *msg,
                  struct tp_msg_list *out)
 {
     struct tp_call call = { .env = env, .msg = msg, .out = out };
+    uint32_t count = 0;
     int r = TP_APP_DONE;
 
-    if (msg->kind == TP_MSG_DATA)
-        r = run_batch(&call);
+    if (msg->kind == TP_MSG_DATA && env->app->batch != NULL)
+        r = run_batch(&call, &count);
+    else if (msg->kind == TP_MSG_DATA)
+        r = run_messages(&call, &count);
     else if (msg->kind == TP_MSG_OPEN && env->app->open != NULL)
         r = env->app->open(&call);
     else if (msg->kind == TP_MSG_CLOSE && env->app->close != NULL)
@@ -228,6 +255,7 @@ void tp_call_run(const struct tp_call_env *env, struct tp_msg *msg,
     }
     if (r == TP_APP_CLOSE || call.failed)
         msg->flags |= TP_MSG_F_CLOSE;
+    msg->count = count;
     msg->kind = TP_MSG_DONE;
     tp_msg_list_push(out, msg);
 }

@@ -21,7 +21,8 @@ struct tp_call_env {
  * message the app produced, in order, then msg itself turned into a
  * TP_MSG_DONE: its bytes are the reply when every message was answered with
  * TP_APP_KEEP (TP_MSG_F_REPLY set), TP_MSG_F_CLOSE set if the app asked to
- * close or a reply could not be allocated. Any thread; reentrant. */
+ * close or a reply could not be allocated, and ->count set to the messages
+ * the batch held. Any thread; reentrant. */
 void tp_call_run(const struct tp_call_env *env, struct tp_msg *msg,
                  struct tp_msg_list *out);
 

@@ -250,7 +250,10 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
         return 0;
     }
     if (end < b->len) {
-        rest = tp_msg_cache_get(&cs->cache, b->len - end);
+        /* The partial message starts the next read buffer: as big as the
+         * reads have been asking for, not just big enough for itself. */
+        rest = tp_msg_cache_get(&cs->cache, b->len - end > tp_msg_class_cap(1u + c->rsize)
+                                            ? b->len - end : tp_msg_class_cap(1u + c->rsize));
         if (rest == NULL)
             return -ENOMEM;
         memcpy(rest->data, b->data + end, b->len - end);
@@ -269,15 +272,15 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
 /* ---- input ---- */
 
 /* Keeps c on the read-timeout list exactly while it is reading and holds a
- * partial message; count > 0 means whole messages were just cut, so the
+ * partial message; `fresh` means whole messages were just cut, so the
  * partial one is new. */
-static void track_partial(struct tp_conns *cs, struct tp_conn *c, uint32_t count)
+static void track_partial(struct tp_conns *cs, struct tp_conn *c, bool fresh)
 {
     bool partial = c->state == TP_CONN_READING && !(c->flags & TP_CONN_OUT_FULL) &&
                    c->rbuf != NULL && c->rbuf->cut < c->rbuf->len;
     bool listed = !cds_list_empty(&c->partial);
 
-    if (partial && (count > 0 || !listed)) {
+    if (partial && (fresh || !listed)) {
         cds_list_del(&c->partial);
         cds_list_add_tail(&c->partial, &c->l->partial);
         c->partial_ms = cs->now_ms;
@@ -292,14 +295,14 @@ static int cut_input(struct tp_conns *cs, struct tp_conn *c)
 {
     const struct tp_listen_conf *lc = c->l->conf;
     struct tp_frame_cursor cur = { c->rbuf->cut, c->rbuf->scanned };
-    uint32_t count;
+    bool fresh;
     int err;
 
     err = tp_frame_advance(lc->framing, c->rbuf->data, c->rbuf->len,
-                           lc->max_message, &cur, &count);
+                           lc->max_message, &cur);
+    fresh = cur.cut > c->rbuf->cut;
     c->rbuf->cut = cur.cut;
     c->rbuf->scanned = cur.scanned;
-    TP_STAT_ADD(cs, msgs_in, count);
     if (err < 0) {
         tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: message longer than "
                       "max_message (%u bytes)", c->l->name, tp_conn__peer(c),
@@ -307,7 +310,7 @@ static int cut_input(struct tp_conns *cs, struct tp_conn *c)
         tp_conn_close(cs, c, TP_CLOSE_OVERSIZE, false);
         return -1;
     }
-    track_partial(cs, c, count);
+    track_partial(cs, c, fresh);
     if (ship(cs, c) < 0) {
         tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory, closing %s", c->l->name,
                       tp_conn__peer(c));
@@ -499,10 +502,8 @@ static void stop_input(struct tp_conns *cs, struct tp_conn *c)
         return;
     keep = c->why == TP_CLOSE_APP ? 0 : b->cut;
     if (c->why == TP_CLOSE_PEER && c->l->conf->framing == TP_FRAMING_LINE &&
-        b->len > b->cut) {
-        TP_STAT_ADD(cs, msgs_in, 1);
-        keep = b->len;
-    }
+        b->len > b->cut)
+        keep = b->len;          /* counted when it has run, as all messages are */
     if (b->len > keep) {
         if (c->why == TP_CLOSE_PEER)
             tp_conns__log(cs, TP_LOG_DEBUG, "%s: %s closed in the middle of a "
@@ -811,6 +812,7 @@ static void done(struct tp_conns *cs, struct tp_msg *m)
     bool close_after = m->flags & TP_MSG_F_CLOSE;
 
     assert(c != NULL && (c->flags & TP_CONN_BUSY));
+    TP_STAT_ADD(cs, msgs_in, m->count);
     c->flags &= (uint16_t)~TP_CONN_BUSY;
     c->app_data = m->conn_data;
     if (!is_open(c)) {

@@ -34,11 +34,16 @@ struct tp_frame_cursor {
     uint32_t scanned;
 };
 
-/* Moves cur->cut past every whole message in p[0..n), counting them in
- * *count. Returns 0, or -EMSGSIZE if a message is longer than max (cut then
- * stops before it). Any thread. */
+/* Moves cur->cut past every whole message in p[0..n) (the bytes before
+ * cur->cut were cut before). Line framing costs one memrchr over the new
+ * bytes, however many lines they hold. Returns 0, or -EMSGSIZE if a message
+ * is longer than max (cut then stops before it). Any thread. */
 int tp_frame_advance(enum tp_framing f, const char *p, size_t n, uint32_t max,
-                     struct tp_frame_cursor *cur, uint32_t *count);
+                     struct tp_frame_cursor *cur);
+
+/* How many whole messages p[0..n) holds (raw: how many pieces of at most max
+ * bytes). Line framing counts the '\n's, 16 bytes a step. Any thread. */
+size_t tp_frame_count(enum tp_framing f, const char *p, size_t n, uint32_t max);
 
 /* The wire bytes that go before and after a payload of len bytes: writes up
  * to 4 bytes to head and 1 to tail, and sets their lengths. */

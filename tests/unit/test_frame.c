@@ -33,17 +33,19 @@ static void check_every_split(enum tp_framing f, const char *in, size_t n,
 
     for (split = 0; split <= n; split++) {
         struct tp_frame_cursor cur = { 0, 0 };
-        uint32_t c1, c2;
         void *map;
         size_t maplen;
         char *p = at_guard_page(in, split, &map, &maplen);
 
-        cr_assert_eq(tp_frame_advance(f, p, split, 1000, &cur, &c1), 0);
+        size_t count;
+
+        cr_assert_eq(tp_frame_advance(f, p, split, 1000, &cur), 0);
         munmap(map, maplen);
         p = at_guard_page(in, n, &map, &maplen);
-        cr_assert_eq(tp_frame_advance(f, p, n, 1000, &cur, &c2), 0);
+        cr_assert_eq(tp_frame_advance(f, p, n, 1000, &cur), 0);
+        count = tp_frame_count(f, p, cur.cut, 1000);
         munmap(map, maplen);
-        cr_assert_eq(c1 + c2, want_count, "split at %zu: %u messages", split, c1 + c2);
+        cr_assert_eq(count, want_count, "split at %zu: %zu messages", split, count);
         cr_assert_eq(cur.cut, want_cut, "split at %zu: cut %u", split, cur.cut);
     }
 }
@@ -133,43 +135,80 @@ Test(frame, raw_takes_everything_in_pieces_of_at_most_max)
     cr_assert_eq(fr.len, 4);
 }
 
-Test(frame, advance_counts_several_messages_in_one_read)
+Test(frame, advance_cuts_several_messages_in_one_read)
 {
     struct tp_frame_cursor cur = { 0, 0 };
-    uint32_t count;
     const char *in = "a\nb\nc\nd";
 
-    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 7, 10, &cur, &count), 0);
-    cr_assert_eq(count, 3);
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 7, 10, &cur), 0);
     cr_assert_eq(cur.cut, 6);
     cr_assert_eq(cur.scanned, 1);
+    cr_assert_eq(tp_frame_count(TP_FRAMING_LINE, in, cur.cut, 10), 3);
 }
 
 Test(frame, advance_stops_before_an_oversize_message)
 {
     struct tp_frame_cursor cur = { 0, 0 };
-    uint32_t count;
     const char *in = "ok\n0123456789";
 
-    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 13, 5, &cur, &count), -EMSGSIZE);
-    cr_assert_eq(count, 1);
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 13, 5, &cur), -EMSGSIZE);
     cr_assert_eq(cur.cut, 3);
+}
+
+/* A long line between short ones, all in one read: the scan that finds only
+ * the last '\n' must still see it. */
+Test(frame, advance_finds_an_oversize_line_among_short_ones)
+{
+    struct tp_frame_cursor cur = { 0, 0 };
+    const char *in = "ok\nab\n0123456789\nok\n";
+
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, strlen(in), 5, &cur), -EMSGSIZE);
+    cr_assert_eq(cur.cut, 6);
+    cur = (struct tp_frame_cursor){ 0, 0 };
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, strlen(in), 10, &cur), 0);
+    cr_assert_eq(cur.cut, strlen(in));
 }
 
 Test(frame, advance_resumes_a_long_line_where_it_stopped_scanning)
 {
     struct tp_frame_cursor cur = { 0, 0 };
-    uint32_t count;
     char in[64];
 
     memset(in, 'x', sizeof(in));
-    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 40, 100, &cur, &count), 0);
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 40, 100, &cur), 0);
     cr_assert_eq(cur.scanned, 40);
     in[50] = '\n';
-    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 64, 100, &cur, &count), 0);
-    cr_assert_eq(count, 1);
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_LINE, in, 64, 100, &cur), 0);
     cr_assert_eq(cur.cut, 51);
     cr_assert_eq(cur.scanned, 13);
+}
+
+/* The 16-byte steps and their 255-step folds against a byte-by-byte count,
+ * at every length and alignment around them. */
+Test(frame, count_matches_a_plain_count_at_every_length)
+{
+    static char buf[255 * 16 * 2 + 64];
+    size_t n, off, want, i;
+
+    for (i = 0; i < sizeof(buf); i++)
+        buf[i] = (i * 7) % 5 == 0 ? '\n' : 'x';
+    for (off = 0; off < 3; off++)
+        for (n = 0; n + off <= sizeof(buf); n += n < 100 ? 1 : 97) {
+            for (want = 0, i = 0; i < n; i++)
+                want += buf[off + i] == '\n';
+            cr_assert_eq(tp_frame_count(TP_FRAMING_LINE, buf + off, n, 1000), want,
+                         "offset %zu, length %zu", off, n);
+        }
+    memset(buf, '\n', sizeof(buf));      /* every byte: the byte counters fill up */
+    cr_assert_eq(tp_frame_count(TP_FRAMING_LINE, buf, sizeof(buf), 1000), sizeof(buf));
+}
+
+Test(frame, count_walks_length_prefixes_and_raw_pieces)
+{
+    const char in[] = "\0\0\0\3abc\0\0\0\0\0\0\0\2x\n";
+
+    cr_assert_eq(tp_frame_count(TP_FRAMING_LENGTH, in, sizeof(in) - 1, 100), 3);
+    cr_assert_eq(tp_frame_count(TP_FRAMING_RAW, "abcdefghij", 10, 4), 3);
 }
 
 Test(frame, wrap_adds_the_framing_a_reply_needs)

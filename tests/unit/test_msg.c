@@ -70,20 +70,27 @@ Test(msg, cache_reuses_what_was_put_back)
     tp_msg_cache_fini(&c);
 }
 
+/* 8 MiB of a class: 128 buffers of 64 KiB, 2048 of 4 KiB. */
 Test(msg, cache_keeps_a_bounded_number)
 {
     struct tp_msg_cache c;
-    struct tp_msg *m[600];
+    static struct tp_msg *m[3000];
     int i;
 
     tp_msg_cache_init(&c);
-    for (i = 0; i < 600; i++)
-        m[i] = tp_msg_cache_get(&c, 100);
-    for (i = 0; i < 600; i++)
+    for (i = 0; i < 200; i++)
+        m[i] = tp_msg_cache_get(&c, 60000);
+    for (i = 0; i < 200; i++)
         tp_msg_cache_put(&c, m[i]);
-    cr_assert_eq(c.count[1], 512);
+    cr_assert_eq(c.count[3], 128);
+    for (i = 0; i < 3000; i++)
+        m[i] = tp_msg_cache_get(&c, 100);
+    for (i = 0; i < 3000; i++)
+        tp_msg_cache_put(&c, m[i]);
+    cr_assert_eq(c.count[1], 2048);
     tp_msg_cache_fini(&c);
     cr_assert_eq(c.count[1], 0);
+    cr_assert_eq(c.count[3], 0);
 }
 
 Test(msg, cache_takes_messages_allocated_by_other_threads)
