@@ -12,6 +12,7 @@
 
 #include "tp_stress_args.h"
 #include "tp_stress_engine.h"
+#include "tp_stress_probe.h"
 
 #define PROG "tidepool-stress"
 #define FD_RESERVE 16            /* stdio, epoll instances, --json */
@@ -24,11 +25,13 @@ static const char *err_names[TP_STRESS_ERR_KINDS] = {
 struct summary {
     const struct tp_stress_opts *o;
     const struct tp_stress_result *r;
+    const struct tp_stress_probe_result *probe;   /* NULL without --probe */
     const char *target;          /* the address actually used */
     double secs;
     uint64_t messages, bytes;    /* replies (slow: what was sent) */
     double msgs_per_s, mb_per_s, connects_per_s;
     double lat_us[6];            /* p50 p90 p99 p99.9 max mean */
+    double probe_us[6];          /* the same for the probes */
     bool ok;
     char why[256];               /* when not ok: which rule of the -h text failed */
 };
@@ -93,14 +96,19 @@ static void fmt_us(double us, char *buf, size_t len)
         snprintf(buf, len, "%.2f s", us / 1e6);
 }
 
-static uint64_t total_errors(const struct tp_stress_counts *n)
+static uint64_t sum_errors(const uint64_t err[TP_STRESS_ERR_KINDS])
 {
     uint64_t sum = 0;
     int k;
 
     for (k = 0; k < TP_STRESS_ERR_KINDS; k++)
-        sum += n->err[k];
+        sum += err[k];
     return sum;
+}
+
+static uint64_t total_errors(const struct tp_stress_counts *n)
+{
+    return sum_errors(n->err);
 }
 
 /* One progress line, rewritten in place. prev: the previous sample. */
@@ -178,21 +186,28 @@ static void summarize(struct summary *m)
     for (i = 0; i < 5; i++)
         m->lat_us[i] = (double)tp_stress_hist_percentile(&r->hist, pcms[i]) / 1e3;
     m->lat_us[5] = tp_stress_hist_mean(&r->hist) / 1e3;
+    if (m->probe == NULL)
+        return;
+    for (i = 0; i < 5; i++)
+        m->probe_us[i] = (double)tp_stress_hist_percentile(&m->probe->hist, pcms[i]) / 1e3;
+    m->probe_us[5] = tp_stress_hist_mean(&m->probe->hist) / 1e3;
 }
 
-/* "3 errors: closed_early 2, reset 1". */
-static void errors_why(const struct tp_stress_counts *n, char *why, size_t len)
+/* "3 errors: closed_early 2, reset 1", after prefix. */
+static void errors_why(const char *prefix, const uint64_t err[TP_STRESS_ERR_KINDS],
+                       char *why, size_t len)
 {
-    uint64_t sum = total_errors(n);
+    uint64_t sum = sum_errors(err);
     const char *sep = ": ";
     int k, at;
 
-    at = snprintf(why, len, "%llu error%s", (unsigned long long)sum, sum == 1 ? "" : "s");
+    at = snprintf(why, len, "%s%llu error%s", prefix, (unsigned long long)sum,
+                  sum == 1 ? "" : "s");
     for (k = 0; k < TP_STRESS_ERR_KINDS && at >= 0 && (size_t)at < len; k++) {
-        if (n->err[k] == 0)
+        if (err[k] == 0)
             continue;
         at += snprintf(why + at, len - (size_t)at, "%s%s %llu", sep, err_names[k],
-                       (unsigned long long)n->err[k]);
+                       (unsigned long long)err[k]);
         sep = ", ";
     }
 }
@@ -211,7 +226,7 @@ static void judge(struct summary *m)
     if (n->opened == 0)
         snprintf(why, len, "no connection to %s could be opened", m->target);
     else if (total_errors(n) > 0)
-        errors_why(n, why, len);
+        errors_why("", n->err, why, len);
     else if (o->mode == TP_STRESS_ECHO && n->msgs == 0)
         snprintf(why, len, "no reply came back (%llu messages sent)",
                  (unsigned long long)n->sent_msgs);
@@ -226,6 +241,13 @@ static void judge(struct summary *m)
         snprintf(why, len, "no connect-send-reply-close cycle completed");
     else if (o->mode == TP_STRESS_SLOW && n->sent_msgs == 0)
         snprintf(why, len, "no whole message was sent");
+    else if (o->mode == TP_STRESS_FLOOD && n->bytes == 0)
+        snprintf(why, len, "no echoed byte came back (%llu bytes sent)",
+                 (unsigned long long)n->sent_bytes);
+    else if (m->probe != NULL && sum_errors(m->probe->err) > 0)
+        errors_why("probe: ", m->probe->err, why, len);
+    else if (m->probe != NULL && m->probe->count == 0)
+        snprintf(why, len, "no probe completed");
     m->ok = why[0] == '\0';
 }
 
@@ -243,6 +265,28 @@ static void print_notes(const struct tp_stress_result *r, rlim_t fd_limit)
                 strerror(r->other_errno));
 }
 
+/* "probe        every 100 ms: 10 answered, p50 ..., errors 0". */
+static void print_probe(const struct summary *m)
+{
+    const struct tp_stress_probe_result *p = m->probe;
+    char l[6][32];
+    int i;
+
+    printf("probe        every %.0f ms, a new connection each: %llu answered",
+           (double)m->o->probe_ns / 1e6, (unsigned long long)p->count);
+    if (p->count > 0) {
+        for (i = 0; i < 6; i++)
+            fmt_us(m->probe_us[i], l[i], sizeof(l[i]));
+        printf(", connect to reply p50 %s, p90 %s, p99 %s, max %s, mean %s",
+               l[0], l[1], l[2], l[4], l[5]);
+    }
+    printf("; errors %llu", (unsigned long long)sum_errors(p->err));
+    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+        if (p->err[i] > 0)
+            printf(", %s %llu", err_names[i], (unsigned long long)p->err[i]);
+    printf("\n");
+}
+
 static void print_report(const struct summary *m)
 {
     const struct tp_stress_opts *o = m->o;
@@ -250,13 +294,15 @@ static void print_report(const struct summary *m)
     char l[6][32];
     int i;
 
-    printf("target       %s (%s), %s mode, %u thread%s, %u B messages, depth %u, ",
+    printf("target       %s (%s), %s mode, %u thread%s, %u B messages, ",
            o->target.text, m->target, tp_stress_mode_name(o->mode), o->threads,
-           o->threads == 1 ? "" : "s", o->size, o->depth);
-    if (o->rate > 0)
-        printf("rate %.0f msg/s\n", o->rate);
+           o->threads == 1 ? "" : "s", o->size);
+    if (o->mode == TP_STRESS_FLOOD)
+        printf("window %llu B, unpaced\n", (unsigned long long)o->window);
+    else if (o->rate > 0)
+        printf("depth %u, rate %.0f msg/s\n", o->depth, o->rate);
     else
-        printf("unpaced\n");
+        printf("depth %u, unpaced\n", o->depth);
     printf("connections  %u requested, %llu opened, %llu open at end\n", o->conns,
            (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
     printf("duration     %.3f s\n", m->secs);
@@ -276,6 +322,13 @@ static void print_report(const struct summary *m)
         printf("sent         %llu messages, %llu bytes, %.2f MB/s (replies not read)\n",
                (unsigned long long)m->messages, (unsigned long long)m->bytes, m->mb_per_s);
         break;
+    case TP_STRESS_FLOOD:
+        printf("echoed       %llu lines verified back of %llu sent, %.1f msgs/s, %.2f MB/s "
+               "(%llu bytes back of %llu sent; latency is not measured)\n",
+               (unsigned long long)m->messages, (unsigned long long)r->n.sent_msgs,
+               m->msgs_per_s, m->mb_per_s, (unsigned long long)m->bytes,
+               (unsigned long long)r->n.sent_bytes);
+        break;
     case TP_STRESS_HOLD:
         printf("held         %llu of %llu still open at the end\n",
                (unsigned long long)r->open_at_end, (unsigned long long)r->n.opened);
@@ -292,6 +345,8 @@ static void print_report(const struct summary *m)
     for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
         printf(" %s %llu%s", err_names[i], (unsigned long long)r->n.err[i],
                i + 1 < TP_STRESS_ERR_KINDS ? "," : "\n");
+    if (m->probe != NULL)
+        print_probe(m);
     fflush(stdout);
 }
 
@@ -308,6 +363,21 @@ static void put_json_string(FILE *f, const char *s)
             fputc(*s, f);
     }
     fputc('"', f);
+}
+
+/* The "probe" object: latency_us and errors as at the top level. */
+static void write_json_probe(FILE *f, const struct summary *m)
+{
+    const struct tp_stress_probe_result *p = m->probe;
+    int i;
+
+    fprintf(f, " \"probe\":{\"every_ms\":%.3f,\"count\":%llu,\n  \"latency_us\":{\"p50\":%.3f,"
+            "\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f},\n  \"errors\":{",
+            (double)m->o->probe_ns / 1e6, (unsigned long long)p->count, m->probe_us[0],
+            m->probe_us[1], m->probe_us[2], m->probe_us[3], m->probe_us[4], m->probe_us[5]);
+    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+        fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)p->err[i],
+                i + 1 < TP_STRESS_ERR_KINDS ? "," : "}},\n");
 }
 
 static int write_json(const struct summary *m, const char *path)
@@ -327,11 +397,14 @@ static int write_json(const struct summary *m, const char *path)
     fprintf(f, " \"connections\":{\"requested\":%u,\"opened\":%llu,\"open_at_end\":%llu},\n",
             o->conns, (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
     fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
-            "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,"
+            "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,\"sent_bytes\":%llu,"
             "\"in_flight_at_end\":%llu,\n",
             m->secs, (unsigned long long)m->messages, m->msgs_per_s,
             (unsigned long long)m->bytes, m->mb_per_s, m->connects_per_s,
-            (unsigned long long)r->n.sent_msgs, (unsigned long long)r->in_flight_at_end);
+            (unsigned long long)r->n.sent_msgs, (unsigned long long)r->n.sent_bytes,
+            (unsigned long long)r->in_flight_at_end);
+    if (o->mode == TP_STRESS_FLOOD)
+        fprintf(f, " \"window\":%llu,\n", (unsigned long long)o->window);
     fprintf(f, " \"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
             "\"max\":%.3f,\"mean\":%.3f},\n", m->lat_us[0], m->lat_us[1], m->lat_us[2],
             m->lat_us[3], m->lat_us[4], m->lat_us[5]);
@@ -339,6 +412,8 @@ static int write_json(const struct summary *m, const char *path)
     for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
         fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)r->n.err[i],
                 i + 1 < TP_STRESS_ERR_KINDS ? "," : "},\n");
+    if (m->probe != NULL)
+        write_json_probe(f, m);
     fprintf(f, " \"ok\":%s,\"why\":", m->ok ? "true" : "false");
     put_json_string(f, m->why);
     fprintf(f, "}\n");
@@ -360,16 +435,39 @@ static void setup_signals(void)
     sigprocmask(SIG_BLOCK, &set, NULL);
 }
 
+/* Runs e, and probe (if not NULL) beside it, to the end of the run; fills
+ * r and pr, and frees both. Returns 0 or -errno if a thread did not start. */
+static int drive(tp_stress_engine_t *e, tp_stress_probe_t *probe, const struct tp_stress_opts *o,
+                 bool progress, struct tp_stress_result *r, struct tp_stress_probe_result *pr)
+{
+    static struct tp_stress_hist interval;
+    int rc;
+
+    rc = tp_stress_engine_start(e);
+    if (rc == 0 && probe != NULL && (rc = tp_stress_probe_start(probe)) < 0)
+        tp_stress_engine_stop(e);
+    supervise(e, o, progress, &interval);
+    tp_stress_engine_join(e, r);
+    tp_stress_engine_destroy(e);
+    if (probe != NULL) {
+        tp_stress_probe_stop(probe);    /* the load is over: so is the probe */
+        tp_stress_probe_join(probe, pr);
+        tp_stress_probe_destroy(probe);
+    }
+    return rc;
+}
+
 /* Runs the load and reports; returns the exit code. */
 static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 {
     static struct tp_stress_result r;
-    static struct tp_stress_hist interval;
+    static struct tp_stress_probe_result pr;
     unsigned a = pick_address(&o->target);
     const struct sockaddr *addr = (const struct sockaddr *)&o->target.addr[a];
     bool progress = !o->quiet && isatty(STDOUT_FILENO);
     struct summary m = { .o = o, .r = &r };
     char err[256], target[80];
+    tp_stress_probe_t *probe = NULL;
     tp_stress_engine_t *e;
     unsigned i;
     int rc, start_rc;
@@ -385,15 +483,21 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
         fprintf(stderr, PROG ": %s\n", err);
         return 1;
     }
-    start_rc = tp_stress_engine_start(e);
-    supervise(e, o, progress, &interval);
-    tp_stress_engine_join(e, &r);
-    tp_stress_engine_destroy(e);
+    if (o->probe_ns > 0 && (probe = tp_stress_probe_create(o, addr, o->target.addrlen[a])) == NULL) {
+        fprintf(stderr, PROG ": --probe: %s\n", strerror(errno));
+        tp_stress_engine_destroy(e);
+        return 1;
+    }
+    start_rc = drive(e, probe, o, progress, &r, &pr);
+    if (probe != NULL)
+        m.probe = &pr;
     for (i = 0; i < r.ndetails; i++)
         fprintf(stderr, PROG ": %s\n", r.details[i]);
     if (r.details_dropped > 0)
         fprintf(stderr, PROG ": ... and %llu more mismatching connections\n",
                 (unsigned long long)r.details_dropped);
+    if (m.probe != NULL && pr.first_err[0] != '\0')
+        fprintf(stderr, PROG ": %s (first probe failure)\n", pr.first_err);
     print_notes(&r, fd_limit);
     summarize(&m);
     judge(&m);

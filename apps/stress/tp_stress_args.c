@@ -14,10 +14,15 @@
 #define MAX_THREADS 1024u
 #define MAX_DEPTH 65536u
 #define MAX_INFLIGHT_BYTES (64u << 20)     /* depth * size per connection */
+#define MAX_WINDOW (UINT64_C(1) << 30)
+#define DEFAULT_WINDOW (UINT64_C(4) << 20)
 #define NS_PER_S 1000000000.0
 #define TIME_TEXT "a time > 0 such as 500ms, 30s, 1m30s"
 
-enum { OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION };
+enum {
+    OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION,
+    OPT_WINDOW, OPT_PROBE,
+};
 
 static const struct option long_opts[] = {
     { "connections", required_argument, NULL, 'c' },
@@ -36,14 +41,17 @@ static const struct option long_opts[] = {
     { "timeout",     required_argument, NULL, OPT_TIMEOUT },
     { "json",        required_argument, NULL, OPT_JSON },
     { "version",     no_argument,       NULL, OPT_VERSION },
+    { "window",      required_argument, NULL, OPT_WINDOW },
+    { "probe",       required_argument, NULL, OPT_PROBE },
     { NULL, 0, NULL, 0 },
 };
 
-static const char *mode_names[] = { "echo", "hold", "storm", "slow" };
+static const char *mode_names[] = { "echo", "hold", "storm", "slow", "flood" };
+#define NMODES (sizeof(mode_names) / sizeof(mode_names[0]))
 
 const char *tp_stress_mode_name(enum tp_stress_mode mode)
 {
-    return (unsigned)mode < 4 ? mode_names[mode] : "?";
+    return (unsigned)mode < NMODES ? mode_names[mode] : "?";
 }
 
 const char *tp_stress_args_usage(void)
@@ -54,6 +62,9 @@ const char *tp_stress_args_usage(void)
 "                  hold: open the connections and keep them idle\n"
 "                  storm: each slot loops connect, one message, reply, close\n"
 "                  slow: send as fast as the socket takes and never read\n"
+"                  flood: send -s lines as fast as the socket takes, never waiting\n"
+"                  for replies; read what comes back and check it byte for byte\n"
+"                  (latency is not measured; -p, -r do not apply; -n counts lines)\n"
 "  -c CONNS        connections (storm: parallel slots), default 10\n"
 "  -t THREADS      threads, each with its own epoll and share of the connections, default 1\n"
 "  -d TIME         how long to run (default 10s)\n"
@@ -63,6 +74,11 @@ const char *tp_stress_args_usage(void)
 "  -r RATE         messages/s over all connections, evenly paced; latency is\n"
 "                  measured from each message's intended send time (0: unpaced)\n"
 "  --ramp RATE     new connections per second (0, default: as fast as possible)\n"
+"  --window SIZE   flood: a connection stops sending while this many bytes it\n"
+"                  sent have not come back, and resumes as they do (default 4m)\n"
+"  --probe TIME    also, every TIME, open a new connection, send one -s message,\n"
+"                  wait for it back and close: p50/p90/p99/max of connect to reply\n"
+"                  (a probe over --timeout is an error)\n"
 "  --src A-B       bind connections round-robin to the IPv4 addresses A..B\n"
 "  --verify on|off compare every reply byte with what was sent (default on)\n"
 "  --timeout TIME  a reply or connect slower than this is an error (default 10s)\n"
@@ -75,6 +91,8 @@ const char *tp_stress_args_usage(void)
 "  echo: a reply, and an answer to every message sent but those in flight at the end\n"
 "  hold: every requested connection opened and still open at the end\n"
 "  storm: a cycle completed;  slow: a whole message sent\n"
+"  flood: echoed bytes came back (mismatches are errors)\n"
+"  --probe: a probe completed (its errors count too)\n"
 "exit status: 0 ok, 1 not ok (why: on stderr and as \"why\" in --json), 2 usage\n"
 "error. SIGINT stops early and still reports.\n";
 }
@@ -146,6 +164,7 @@ static void set_defaults(struct tp_stress_opts *o)
     o->depth = 1;
     o->duration_ns = 10 * (uint64_t)NS_PER_S;
     o->timeout_ns = 10 * (uint64_t)NS_PER_S;
+    o->window = DEFAULT_WINDOW;
     o->verify = true;
 }
 
@@ -202,11 +221,11 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         o->action = TP_STRESS_VERSION;
         return 0;
     case OPT_MODE:
-        for (m = 0; m < 4; m++)
+        for (m = 0; m < NMODES; m++)
             if (strcmp(arg, mode_names[m]) == 0)
                 break;
-        if (m == 4)
-            BAD("--mode \"%s\": expected echo, hold, storm or slow", arg);
+        if (m == NMODES)
+            BAD("--mode \"%s\": expected echo, hold, storm, slow or flood", arg);
         o->mode = (enum tp_stress_mode)m;
         return 0;
     case OPT_RAMP:
@@ -224,6 +243,16 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
     case OPT_TIMEOUT:
         if (parse_time(arg, &o->timeout_ns) < 0)
             BAD("--timeout \"%s\": expected " TIME_TEXT, arg);
+        return 0;
+    case OPT_WINDOW:
+        if (parse_count(arg, 1, MAX_WINDOW, true, &o->window) < 0)
+            BAD("--window \"%s\": expected bytes sent and not yet back per connection, "
+                "1..1g (k, m, g allowed)", arg);
+        o->has_window = true;
+        return 0;
+    case OPT_PROBE:
+        if (parse_time(arg, &o->probe_ns) < 0)
+            BAD("--probe \"%s\": expected " TIME_TEXT, arg);
         return 0;
     case OPT_JSON:
         if (arg[0] == '\0')
@@ -243,6 +272,11 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
     if ((uint64_t)o->depth * o->size > MAX_INFLIGHT_BYTES)
         BAD("-p %u with -s %u: expected at most %u bytes in flight per connection",
             o->depth, o->size, MAX_INFLIGHT_BYTES);
+    if (o->has_window && o->mode != TP_STRESS_FLOOD)
+        BAD("--window: only with --mode flood (the other modes bound what is in "
+            "flight with -p)");
+    if (o->rate > 0 && o->mode == TP_STRESS_FLOOD)
+        BAD("-r: not with --mode flood, which sends as fast as the socket takes");
     if (o->has_src && o->target.addr[0].ss_family != AF_INET)
         BAD("--src: the range is IPv4 but %s is not an IPv4 address", o->target.text);
     return 0;

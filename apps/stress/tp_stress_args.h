@@ -13,6 +13,8 @@ enum tp_stress_mode {
     TP_STRESS_HOLD,    /* open connections and keep them idle */
     TP_STRESS_STORM,   /* connect, one message, reply, close, repeat */
     TP_STRESS_SLOW,    /* send as fast as the socket takes, never read */
+    TP_STRESS_FLOOD,   /* send as fast as the socket takes, read and verify
+                          the echo as it comes, never wait for it */
 };
 
 enum tp_stress_action {
@@ -32,11 +34,14 @@ struct tp_stress_opts {
     uint64_t duration_ns;     /* -d */
     uint64_t messages;        /* -n, 0: no limit */
     uint64_t timeout_ns;      /* --timeout */
+    uint64_t window;          /* --window, flood: bytes sent and not yet back, at most */
+    uint64_t probe_ns;        /* --probe, 0: no probe */
     double rate;              /* -r, messages/s over all connections; 0: unpaced */
     double ramp;              /* --ramp, new connections/s; 0: at once */
     bool verify;              /* --verify */
     bool quiet;               /* -q */
     bool has_src;             /* --src given */
+    bool has_window;          /* --window given */
     const char *json_path;    /* --json, NULL: none */
     struct tp_stress_src src;
     struct tp_stress_target target;
@@ -49,7 +54,7 @@ struct tp_stress_opts {
 int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
                          char *err, size_t errlen);
 
-/* "echo", "hold", "storm" or "slow". */
+/* "echo", "hold", "storm", "slow" or "flood". */
 const char *tp_stress_mode_name(enum tp_stress_mode mode);
 
 /* The -h text. */

@@ -3,7 +3,10 @@
  * Echo keeps the messages in flight in a per-connection ring of depth*size
  * bytes: a reply is compared with memcmp against the ring, completed
  * messages are timed, and the next ones are written at once, one send per
- * connection per event. No allocation after set-up, no atomics per message.
+ * connection per event. Flood (and slow) send from one pre-built block of
+ * whole messages per thread, a repeating stream; flood compares what comes
+ * back with the stream at the connection's offset and stops sending while
+ * --window bytes are out. No allocation after set-up, no atomics per message.
  *
  * Shared state: engine->stop (main writes, threads read; relaxed),
  * engine->running (threads decrement once), and each worker's pub_* fields
@@ -33,7 +36,8 @@
 #define MAX_EVENTS 512
 #define MAX_PENDING 256              /* connects outstanding per thread */
 #define RBUF_SIZE (256 * 1024)
-#define SLOW_BLOCK (64 * 1024)
+#define STREAM_BLOCK (64 * 1024)     /* slow, flood: at least this many bytes of messages */
+#define FLOOD_SENDS 4                /* sends per connection per writable event */
 #define SWEEP_NS (100 * MS)          /* timeout checks */
 #define PUBLISH_NS (250 * MS)        /* progress counters */
 #define MAX_WAIT_NS (100 * MS)       /* longest epoll wait: stop latency */
@@ -45,16 +49,18 @@ struct conn {
     int fd;
     uint32_t gen;            /* bumped at close: stale events are dropped */
     uint8_t state;
-    bool out_blocked;        /* EPOLLOUT asked for (echo) */
+    bool out_blocked;        /* EPOLLOUT asked for (echo, flood) */
     uint32_t index;          /* 0..conns-1 over all threads */
     uint64_t seq_queued;     /* messages put in the ring */
     uint64_t seq_done;       /* replies complete */
     uint64_t out_off;        /* stream bytes written */
     uint64_t in_off;         /* stream bytes received */
+    uint64_t out_limit;      /* flood: stream bytes it may send (-n); UINT64_MAX */
     uint64_t wait_since;     /* connect start, or last progress with replies due */
     uint64_t cycle_start;    /* storm: connect start */
     uint64_t retry_at;       /* storm: when the slot may connect again */
-    char *ring;              /* depth * size bytes in flight (echo, storm) */
+    char *ring;              /* depth * size bytes in flight (echo, storm); flood:
+                                the thread's stream */
     uint64_t *stamps;        /* depth send (or intended) times */
 };
 
@@ -68,9 +74,12 @@ struct worker {
     uint64_t quota;          /* replies (storm: cycles) to finish; UINT64_MAX */
     double rate, ramp;       /* this thread's share */
     struct conn *conns;
-    char *rings, *rbuf, *slow_block;
+    char *rings, *rbuf;
+    char *stream;            /* slow, flood: whole messages; flood: twice over,
+                                so that any stream_len bytes from pos < stream_len
+                                are contiguous */
     uint64_t *stamps;
-    uint32_t ring_len, slow_len;
+    uint32_t ring_len, stream_len;
     uint32_t *retry;         /* storm: FIFO of slots waiting to reconnect */
     uint32_t retry_head, retry_len;
     uint32_t next_open;      /* next connection never started */
@@ -257,6 +266,10 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         w->issued -= in_flight(c);
         c->seq_queued = c->seq_done;
         w->refill = true;
+    }
+    if (w->o->mode == TP_STRESS_FLOOD && c->out_limit != UINT64_MAX && !w->stopping) {
+        /* Its share of -n will not come back: the others finish without it. */
+        w->quota -= c->out_limit / w->o->size - c->seq_done;
     }
     if (w->o->mode == TP_STRESS_STORM && !w->stopping) {
         if (c->seq_done == 0 && w->issued > 0)
@@ -515,7 +528,7 @@ static void hold_readable(struct worker *w, struct conn *c)
 /* Slow: one send per writable event from a block of whole messages. */
 static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_t now)
 {
-    size_t pos = (size_t)(c->out_off % w->slow_len);
+    size_t pos = (size_t)(c->out_off % w->stream_len);
     ssize_t n;
 
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -529,7 +542,7 @@ static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_
             conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, now);
         return;
     }
-    n = send(c->fd, w->slow_block + pos, w->slow_len - pos, MSG_NOSIGNAL);
+    n = send(c->fd, w->stream + pos, w->stream_len - pos, MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n < 0) {
@@ -537,6 +550,66 @@ static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_
         return;
     }
     count_sent(w, c, (size_t)n);
+}
+
+/* Flood: sends from the stream while the socket, the window and -n allow,
+ * FLOOD_SENDS sends at most so that one connection does not hold the
+ * thread; EPOLLOUT stays asked for while there is more to send. */
+static void flood_write(struct worker *w, struct conn *c, uint64_t now)
+{
+    uint64_t room, limit;
+    size_t pos, len;
+    ssize_t n;
+    int k;
+
+    for (k = 0; k < FLOOD_SENDS; k++) {
+        room = w->o->window - (c->out_off - c->in_off);
+        limit = c->out_limit - c->out_off;
+        if (room > limit)
+            room = limit;
+        if (room == 0) {
+            if (c->out_blocked)
+                want_out(w, c, false, now);   /* flood_readable resumes it */
+            return;
+        }
+        pos = (size_t)(c->out_off % w->stream_len);
+        len = room < w->stream_len ? (size_t)room : w->stream_len;
+        n = send(c->fd, w->stream + pos, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0) {
+            conn_fail(w, c, errno, now);
+            return;
+        }
+        if (c->out_off == c->in_off)
+            c->wait_since = now;              /* replies are due from now */
+        count_sent(w, c, (size_t)n);
+    }
+    if (!c->out_blocked)
+        want_out(w, c, true, now);
+}
+
+/* Flood: checks what came back against the stream; counts whole lines. */
+static void flood_readable(struct worker *w, struct conn *c)
+{
+    uint64_t before = c->seq_done, now;
+    size_t n;
+
+    if (read_some(w, c, &n, &now) <= 0)
+        return;
+    if (verify(w, c, w->rbuf, n, now) < 0)
+        return;
+    c->in_off += n;
+    w->n.bytes += n;
+    c->seq_done = c->in_off / w->o->size;
+    w->n.msgs += c->seq_done - before;
+    c->wait_since = now;
+    /* Stopped by the window: resume once half of it came back. */
+    if (!c->out_blocked && c->out_off < c->out_limit &&
+        c->out_off - c->in_off <= w->o->window / 2)
+        flood_write(w, c, now);
 }
 
 /* A connect finished (or failed): check it and start the mode's work. */
@@ -576,6 +649,13 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
         break;
     case TP_STRESS_SLOW:
         break;
+    case TP_STRESS_FLOOD:
+        c->out_blocked = true;
+        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT)) < 0)
+            conn_fail(w, c, -err, now);
+        else
+            flood_write(w, c, now);
+        break;
     }
 }
 
@@ -610,6 +690,12 @@ static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t no
         break;
     case TP_STRESS_SLOW:
         slow_writable(w, c, ev->events, now);
+        break;
+    case TP_STRESS_FLOOD:
+        if (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            flood_readable(w, c);
+        if (c->fd >= 0 && c->out_blocked && (ev->events & EPOLLOUT))
+            flood_write(w, c, now);
         break;
     }
 }
@@ -706,7 +792,8 @@ static void sweep(struct worker *w, uint64_t now)
         if (c->fd < 0 || now <= c->wait_since + limit)
             continue;
         if (c->state == C_CONNECTING ||
-            (c->state == C_OPEN && replies && in_flight(c) > 0))
+            (c->state == C_OPEN && replies && in_flight(c) > 0) ||
+            (c->state == C_OPEN && w->o->mode == TP_STRESS_FLOOD && c->out_off > c->in_off))
             conn_close(w, c, TP_STRESS_ERR_TIMEOUT, now);
     }
 }
@@ -761,7 +848,8 @@ static bool is_finished(const struct worker *w)
         return w->n.msgs >= w->quota;
     if (w->next_open < w->nconns || w->pending > 0)
         return false;
-    return w->live == 0 || (w->o->mode == TP_STRESS_ECHO && w->n.msgs >= w->quota);
+    return w->live == 0 || ((w->o->mode == TP_STRESS_ECHO || w->o->mode == TP_STRESS_FLOOD) &&
+                            w->n.msgs >= w->quota);
 }
 
 static int wait_events(struct worker *w, struct epoll_event *ev, uint64_t now, uint64_t wake)
@@ -797,6 +885,8 @@ static void worker_finish(struct worker *w, uint64_t now)
     for (i = 0; i < w->nconns; i++) {
         if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_ECHO)
             w->in_flight_at_end += in_flight(&w->conns[i]);
+        if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_FLOOD)
+            w->in_flight_at_end += w->conns[i].out_off / w->o->size - w->conns[i].seq_done;
         if (w->conns[i].fd >= 0)
             conn_close(w, &w->conns[i], -1, now);
     }
@@ -864,13 +954,15 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
     }
     if (o->mode == TP_STRESS_STORM && (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
         return -ENOMEM;
-    if (o->mode == TP_STRESS_SLOW) {
-        k = o->size < SLOW_BLOCK ? SLOW_BLOCK / o->size : 1;
-        w->slow_len = k * o->size;
-        if ((w->slow_block = malloc(w->slow_len)) == NULL)
+    if (o->mode == TP_STRESS_SLOW || o->mode == TP_STRESS_FLOOD) {
+        k = o->size < STREAM_BLOCK ? STREAM_BLOCK / o->size : 1;
+        w->stream_len = k * o->size;
+        if ((w->stream = malloc((size_t)w->stream_len * 2)) == NULL)
             return -ENOMEM;
         for (i = 0; i < k; i++)
-            tp_stress_msg_fill(w->slow_block + (size_t)i * o->size, o->size, 0, i);
+            tp_stress_msg_fill(w->stream + (size_t)i * o->size, o->size, 0, i);
+        memcpy(w->stream + w->stream_len, w->stream, w->stream_len);
+        w->ring_len = w->stream_len;          /* what verify() compares with */
     }
     if (progress) {
         w->cur = malloc(sizeof(*w->cur));
@@ -908,6 +1000,12 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
     for (j = 0; j < w->nconns; j++) {
         w->conns[j].fd = -1;
         w->conns[j].index = w->first + j;
+        w->conns[j].out_limit = UINT64_MAX;
+        if (o->mode == TP_STRESS_FLOOD) {
+            w->conns[j].ring = w->stream;
+            if (w->quota != UINT64_MAX)
+                w->conns[j].out_limit = share(w->quota, j, 1, w->nconns) * o->size;
+        }
         if (w->rings != NULL) {
             w->conns[j].ring = w->rings + (size_t)j * w->ring_len;
             w->conns[j].stamps = w->stamps + (size_t)j * o->depth;
@@ -927,7 +1025,7 @@ static void worker_fini(struct worker *w)
     free(w->rings);
     free(w->stamps);
     free(w->retry);
-    free(w->slow_block);
+    free(w->stream);
     free(w->total);
     free(w->cur);
     free(w->pub_hist);

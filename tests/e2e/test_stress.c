@@ -106,18 +106,19 @@ static int reap(pid_t pid)
     return status;
 }
 
-/* Starts the built server on 127.0.0.1:0 with two workers and learns its port
- * from its "listening on" line. */
-static void server_start(void)
+/* Starts the built server with conf (one listener on 127.0.0.1:0 running
+ * app) and learns its port from its "listening on" line. */
+static void server_start_conf(const char *conf, const char *app)
 {
-    static const char conf[] = "listen 127.0.0.1:0;\nworkers 2;\n";
+    char ready[64], pat[64];
     const char *line;
+    size_t len = strlen(conf);
     int fd, p[2];
 
     snprintf(srv.conf, sizeof(srv.conf), "/tmp/tp_e2e_stress_XXXXXX");
     fd = mkstemp(srv.conf);
     cr_assert_geq(fd, 0);
-    cr_assert_eq(write(fd, conf, sizeof(conf) - 1), (ssize_t)sizeof(conf) - 1);
+    cr_assert_eq(write(fd, conf, len), (ssize_t)len);
     close(fd);
     cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     srv.pid = fork();
@@ -131,12 +132,20 @@ static void server_start(void)
     srv.err_fd = p[0];
     srv.loglen = 0;
     srv.log[0] = '\0';
-    cr_assert(read_until(srv.err_fd, srv.log, &srv.loglen, "(app echo, framing line)",
-                         now_ms() + 10000), "server did not start: %s", srv.log);
+    snprintf(ready, sizeof(ready), "(app %s, framing line)", app);
+    cr_assert(read_until(srv.err_fd, srv.log, &srv.loglen, ready, now_ms() + 10000),
+              "server did not start: %s", srv.log);
     line = strstr(srv.log, "listening on 127.0.0.1:");
     cr_assert_not_null(line, "%s", srv.log);
-    cr_assert_eq(sscanf(line, "listening on 127.0.0.1:%u (app echo", &srv.port), 1);
+    snprintf(pat, sizeof(pat), "listening on 127.0.0.1:%%u (app %s", app);
+    cr_assert_eq(sscanf(line, pat, &srv.port), 1);
     cr_assert_gt(srv.port, 0);
+}
+
+/* The built server on 127.0.0.1:0, echo, two workers. */
+static void server_start(void)
+{
+    server_start_conf("listen 127.0.0.1:0;\nworkers 2;\n", "echo");
 }
 
 /* Stops the server and returns the "messages N" of its stats line, or -1. */
@@ -286,6 +295,34 @@ static double jnum(const char *key)
     v = strtod(p + strlen(pat), &end);
     cr_assert_neq(end, p + strlen(pat), "%s is not a number in %s", key, json);
     return v;
+}
+
+/* The number after "key": inside the "probe" object. */
+static double jprobe(const char *key)
+{
+    char pat[64], *end;
+    const char *p = strstr(json, "\"probe\":{");
+    double v;
+
+    cr_assert_not_null(p, "no probe object in %s", json);
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(p, pat);
+    cr_assert_not_null(p, "no probe %s in %s", key, json);
+    v = strtod(p + strlen(pat), &end);
+    cr_assert_neq(end, p + strlen(pat), "probe %s is not a number in %s", key, json);
+    return v;
+}
+
+/* The number after "key " in the stopped server's stats line, or -1. */
+static long long server_stat(const char *key)
+{
+    const char *p = strstr(srv.log, "stats:");
+    char pat[64];
+
+    snprintf(pat, sizeof(pat), " %s ", key);
+    if (p == NULL || (p = strstr(p, pat)) == NULL)
+        return -1;
+    return atoll(p + strlen(pat));
 }
 
 static bool jtrue(const char *key)
@@ -485,6 +522,117 @@ Test(stress, slow_sends_without_reading)
     cr_assert_eq(jnum("opened"), 2, "%s", json);
 }
 
+Test(stress, flood_verifies_the_echo_and_counts_lines_and_bytes)
+{
+    server_start();
+    stress("--mode", "flood", "-c", "4", "-t", "2", "-s", "15", "-d", "500ms", "--json",
+           new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "lines verified back of"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "latency is not measured"), "%s", res.out);
+    json_load();
+    cr_assert_not_null(strstr(json, "\"mode\":\"flood\""), "%s", json);
+    cr_assert_eq(jnum("opened"), 4, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 4, "%s", json);
+    cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+    cr_assert_gt(jnum("bytes"), 15 * 1000, "%s", json);
+    cr_assert_gt(jnum("mb_per_s"), 0, "%s", json);
+    cr_assert_gt(jnum("msgs_per_s"), 0, "%s", json);
+    cr_assert_eq(jnum("window"), 4 << 20, "%s", json);
+    /* Lines back are whole 15-byte lines of the bytes back. */
+    cr_assert_leq(jnum("messages") * 15, jnum("bytes"), "%s", json);
+    cr_assert_gt(jnum("messages") * 15 + 4 * 15, jnum("bytes"), "%s", json);
+    cr_assert_geq(jnum("sent_bytes"), jnum("bytes"), "%s", json);
+    cr_assert_leq(jnum("sent_bytes") - jnum("bytes"), 4.0 * (4 << 20), "within the window: %s", json);
+    cr_assert_eq(jnum("sent") - jnum("messages"), jnum("in_flight_at_end"), "%s", json);
+    cr_assert_eq(jnum("p99"), 0, "no latency in flood mode: %s", json);
+    cr_assert(jtrue("ok"));
+}
+
+Test(stress, flood_message_limit_is_exact_and_agrees_with_the_server)
+{
+    server_start();
+    stress("--mode", "flood", "-c", "3", "-t", "2", "-s", "20", "-n", "100000", "--json",
+           new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("messages"), 100000, "%s", json);
+    cr_assert_eq(jnum("bytes"), 2000000, "%s", json);
+    cr_assert_eq(jnum("sent_bytes"), 2000000, "%s", json);
+    cr_assert_eq(jnum("in_flight_at_end"), 0, "%s", json);
+
+    /* A 1 KiB window: each connection stops and resumes hundreds of times. */
+    stress("--mode", "flood", "-c", "2", "-s", "20", "-n", "20000", "--window", "1k", "-d", "5s",
+           "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("messages"), 20000, "%s", json);
+    cr_assert_eq(jnum("sent_bytes"), 400000, "%s", json);
+    cr_assert_eq(server_stop(), 120000, "server log: %s", srv.log);
+}
+
+Test(stress, flood_against_upper_counts_each_connection_as_a_mismatch)
+{
+    /* The payload after "SEQ:CONN " is lower-case letters; upper turns them
+     * into capitals, so every connection's stream differs at its byte 4. */
+    server_start_conf("listen 127.0.0.1:0 { app upper; }\nworkers 2;\n", "upper");
+    stress("--mode", "flood", "-c", "3", "-s", "15", "-d", "2s", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "at byte 4 (message 0, byte 4): expected 0x65 'e', "
+                              "got 0x45 'E'"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 3 errors: mismatch 3\n"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("mismatch"), 3, "%s", json);
+    cr_assert_eq(jnum("messages"), 0, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 0, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 1.5, "ended when every connection was gone: %s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":false,\"why\":\"3 errors: mismatch 3\""), "%s", json);
+
+    /* With --verify off the same bytes pass. */
+    stress("--mode", "flood", "--verify", "off", "-c", "3", "-s", "15", "-d", "300ms",
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+}
+
+Test(stress, probe_opens_a_new_connection_each_time_beside_echo)
+{
+    long long accepted;
+    double n;
+
+    server_start();
+    stress("-c", "2", "-d", "1s", "--probe", "100ms", "--json", new_json_path(),
+           target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "probe        every 100 ms"), "%s", res.out);
+    json_load();
+    n = jprobe("count");
+    /* One at 0 ms, then every 100 ms: 10 in 1 s (the last may be cut off). */
+    cr_assert(n >= 5 && n <= 11, "%g probes in 1 s at 100 ms: %s", n, json);
+    cr_assert_eq(jprobe("every_ms"), 100, "%s", json);
+    cr_assert_gt(jprobe("p50"), 0, "%s", json);
+    cr_assert_leq(jprobe("p50"), jprobe("p99"), "%s", json);
+    cr_assert_leq(jprobe("p99"), jprobe("max"), "%s", json);
+    cr_assert_eq(jprobe("timeout"), 0, "%s", json);
+    cr_assert(jtrue("ok"));
+    server_stop();
+    accepted = server_stat("accepted");
+    cr_assert(accepted >= 2 + (long long)n && accepted <= 3 + (long long)n,
+              "the server accepted %lld: 2 + one per probe (%g): %s", accepted, n, srv.log);
+}
+
+Test(stress, probe_runs_beside_flood)
+{
+    server_start();
+    stress("--mode", "flood", "-c", "4", "-s", "15", "-d", "1s", "--probe", "100ms", "--json",
+           new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_geq(jprobe("count"), 3, "%s", json);
+    cr_assert_gt(jprobe("max"), 0, "%s", json);
+    cr_assert_gt(jnum("bytes"), 0, "%s", json);
+}
+
 /* Server threads here, each misbehaving in one way. */
 enum fixture_kind {
     FIX_CORRUPT,     /* echoes, but changes byte CORRUPT_AT of the first connection */
@@ -661,6 +809,68 @@ Test(stress, issue_7_a_server_that_truncates_replies_and_closes_fails_the_run)
                        "%s", json);
 }
 
+Test(stress, flood_stops_sending_at_the_window_while_nothing_comes_back)
+{
+    fixture_start(FIX_SILENT);
+    stress("--mode", "flood", "-c", "2", "--window", "64k", "-d", "500ms", "--json",
+           new_json_path(), target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: no echoed byte came back (131072 bytes sent)\n"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("sent_bytes"), 2 * 65536, "64 KiB each, then it waits: %s", json);
+    cr_assert_eq(jnum("window"), 65536, "%s", json);
+    cr_assert_eq(jnum("bytes"), 0, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 2, "%s", json);
+}
+
+Test(stress, flood_bytes_unanswered_past_the_timeout_are_errors)
+{
+    fixture_start(FIX_SILENT);
+    stress("--mode", "flood", "-c", "2", "--timeout", "300ms", "-d", "5s", "--json",
+           new_json_path(), target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 2 errors: timeout 2\n"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("timeout"), 2, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 3, "ended when both timed out: %s", json);
+}
+
+Test(stress, flood_finds_one_corrupted_byte_at_its_offset)
+{
+    fixture_start(FIX_CORRUPT);
+    stress("--mode", "flood", "-c", "2", "-s", "15", "-d", "700ms", "--json", new_json_path(),
+           target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "at byte 100 (message 6, byte 10)"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 1 error: mismatch 1\n"), "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("mismatch"), 1, "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 1, "the other connection carried on: %s", json);
+    cr_assert_gt(jnum("bytes"), 100, "%s", json);
+}
+
+Test(stress, a_probe_without_a_reply_is_a_timeout_error)
+{
+    /* Hold keeps its one connection open and asks nothing of the server;
+     * the probes wait for replies that never come. */
+    fixture_start(FIX_SILENT);
+    stress("--mode", "hold", "-c", "1", "-d", "1s", "--probe", "300ms", "--timeout", "200ms",
+           "--json", new_json_path(), target(fix.port), NULL);
+    fixture_stop();
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "probe 1: no reply within --timeout"), "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: probe: "), "%s", res.out);
+    json_load();
+    cr_assert_eq(jprobe("count"), 0, "%s", json);
+    cr_assert(jprobe("timeout") >= 2 && jprobe("timeout") <= 4, "%s", json);
+    cr_assert_eq(jnum("timeout"), 0, "the load itself was fine: %s", json);
+    cr_assert_not_null(strstr(json, "\"why\":\"probe: "), "%s", json);
+}
+
 Test(stress, nothing_listening_counts_refused_and_fails)
 {
     unsigned port;
@@ -680,7 +890,8 @@ Test(stress, usage_errors_exit_2_with_one_line)
 {
     static const char *cases[][3] = {
         { "-c", "0", "-c" }, { "-s", "0", "-s" }, { "-d", "5x", "-d" }, { "-d", "1.5s", "-d" },
-        { "--mode", "flood", "--mode" }, { "--src", "1.2.3-x", "--src" },
+        { "--mode", "blast", "--mode" }, { "--src", "1.2.3-x", "--src" },
+        { "--window", "1m", "--window" }, { "--probe", "0", "--probe" },
     };
     size_t i;
 

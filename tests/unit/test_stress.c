@@ -413,6 +413,8 @@ Test(stress_args, defaults)
     cr_assert(opts.verify);
     cr_assert_not(opts.quiet);
     cr_assert_null(opts.json_path);
+    cr_assert_eq(opts.window, 4u << 20);
+    cr_assert_eq(opts.probe_ns, 0, "no probe unless asked");
     cr_assert_eq(opts.target.naddr, 1);
     cr_assert_eq(opts.target.addr[0].ss_family, AF_INET);
     cr_assert_eq(ntohs(((struct sockaddr_in *)&opts.target.addr[0])->sin_port), 7000);
@@ -444,10 +446,10 @@ Test(stress_args, every_option_is_read)
 
 Test(stress_args, options_after_the_target_and_every_mode)
 {
-    static const char *modes[] = { "echo", "hold", "storm", "slow" };
+    static const char *modes[] = { "echo", "hold", "storm", "slow", "flood" };
     int m;
 
-    for (m = 0; m < 4; m++) {
+    for (m = 0; m < 5; m++) {
         cr_assert_eq(PARSE("127.0.0.1:7000", "--mode", modes[m], "-c", "3"), 0, "%s", err);
         cr_assert_eq((int)opts.mode, m);
         cr_assert_str_eq(tp_stress_mode_name(opts.mode), modes[m]);
@@ -462,6 +464,11 @@ Test(stress_args, help_and_version)
     cr_assert_eq(PARSE("--version"), 0);
     cr_assert_eq(opts.action, TP_STRESS_VERSION);
     cr_assert_neq(strstr(tp_stress_args_usage(), "--mode"), NULL);
+    cr_assert_neq(strstr(tp_stress_args_usage(), "flood: send"), NULL);
+    cr_assert_neq(strstr(tp_stress_args_usage(), "(latency is not measured"), NULL,
+                  "-h says flood does not measure latency");
+    cr_assert_neq(strstr(tp_stress_args_usage(), "--probe TIME"), NULL);
+    cr_assert_neq(strstr(tp_stress_args_usage(), "--window SIZE"), NULL);
 }
 
 Test(stress_args, times_use_the_conf_grammar)
@@ -580,9 +587,45 @@ Test(stress_args, src_range_cycles_round_robin)
     cr_assert_eq(s.first, s.last);
 }
 
+Test(stress_args, flood_window_and_probe_are_read)
+{
+    cr_assert_eq(PARSE("--mode", "flood", "--window", "64k", "--probe", "100ms", "-s", "15",
+                       "-c", "1000", "-t", "2", "--src", "127.0.0.1-127.0.0.4", "-q",
+                       "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.mode, TP_STRESS_FLOOD);
+    cr_assert_str_eq(tp_stress_mode_name(opts.mode), "flood");
+    cr_assert_eq(opts.window, 65536);
+    cr_assert_eq(opts.probe_ns, 100 * MS);
+    cr_assert_eq(opts.size, 15);
+    cr_assert_eq(PARSE("--mode", "flood", "--window", "1", "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.window, 1);
+    cr_assert_eq(PARSE("--mode", "flood", "--window", "1g", "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.window, 1u << 30);
+    cr_assert_eq(PARSE("--probe", "1m30s", "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.probe_ns, 90 * SEC, "any mode takes a probe");
+    cr_assert_eq(opts.mode, TP_STRESS_ECHO);
+}
+
+Test(stress_args, bad_window_and_probe_are_refused)
+{
+    assert_bad(PARSE("--mode", "flood", "--window", "0", "127.0.0.1:7000"), "--window");
+    assert_bad(PARSE("--mode", "flood", "--window", "2g", "127.0.0.1:7000"), "--window");
+    assert_bad(PARSE("--mode", "flood", "--window", "big", "127.0.0.1:7000"), "--window");
+    assert_bad(PARSE("--window", "64k", "127.0.0.1:7000"), "--window");
+    cr_assert_not_null(strstr(err, "only with --mode flood"), "%s", err);
+    assert_bad(PARSE("--mode", "echo", "--window", "64k", "127.0.0.1:7000"), "--window");
+    assert_bad(PARSE("--mode", "flood", "-r", "1000", "127.0.0.1:7000"), "-r");
+    cr_assert_not_null(strstr(err, "flood"), "%s", err);
+    assert_bad(PARSE("--probe", "0", "127.0.0.1:7000"), "--probe");
+    assert_bad(PARSE("--probe", "100us", "127.0.0.1:7000"), "--probe");
+    cr_assert_not_null(strstr(err, "such as 500ms, 30s, 1m30s"), "%s", err);
+    assert_bad(PARSE("127.0.0.1:7000", "--probe"), "--probe");
+}
+
 Test(stress_args, unknown_mode_is_refused)
 {
-    assert_bad(PARSE("--mode", "flood", "127.0.0.1:7000"), "--mode");
+    assert_bad(PARSE("--mode", "blast", "127.0.0.1:7000"), "--mode");
+    cr_assert_not_null(strstr(err, "echo, hold, storm, slow or flood"), "%s", err);
     assert_bad(PARSE("--verify", "yes", "127.0.0.1:7000"), "--verify");
 }
 
