@@ -22,9 +22,20 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tp_tsan.h"
+
+#define NO_WORKER UINT16_MAX
+#define COST_BASE 64          /* bytes a batch costs beyond its length */
+#define COST_WEIGHT 0.125f    /* of a new timing in the moving average */
+#define RETIME_EVERY 128      /* a class sent to workers runs here once in this
+                                 many batches, so its cost stays current */
+#define HANDOFF_NS_PER_BYTE 0.1f  /* what moving a batch's bytes to another
+                                     core costs, beyond inline_max_ns: work
+                                     cheaper per byte than that (echo's line
+                                     count) stays here however big the batch */
 
 struct worker {
     /* Reactor splices in, this worker splices out. */
@@ -42,9 +53,19 @@ struct worker {
     uint16_t index;
 };
 
+/* What the pool has learned of one class's work, from the runs it timed on
+ * the reactor thread. Reactor only. */
+struct cost {
+    float ns_per_byte;              /* moving average, per (len + COST_BASE) bytes */
+    uint32_t sent;                  /* batches sent to workers since the last timed run */
+};
+
 struct tp_pool {
     tp_pool_work_cb *work;
     void *arg;
+    struct cost *costs;             /* one per class; NULL for an inline pool */
+    unsigned nclasses;
+    uint32_t inline_max_ns;
     struct worker *workers;
     unsigned nworkers;
     atomic_bool stopping;           /* owner writes once, workers read */
@@ -57,7 +78,8 @@ struct tp_pool {
     struct cds_wfcq_tail taken_tail;
     uint64_t backlog, backlog_max;
     size_t inflight;
-    /* Inline pools only (nworkers == 0): staged work and finished replies. */
+    /* Work that runs on the reactor thread at flush (all of it for an
+     * inline pool), and its replies. */
     struct tp_msg_list stage, done;
 };
 
@@ -167,13 +189,13 @@ static int start_workers(struct tp_pool *p)
 }
 
 tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
-                          uint64_t backlog_max)
+                          const struct tp_pool_opts *opts)
 {
     struct tp_pool *p;
     unsigned i;
     int err;
 
-    if (nworkers > UINT16_MAX) {
+    if (nworkers > UINT16_MAX - 1) {
         errno = EINVAL;
         return NULL;
     }
@@ -181,9 +203,15 @@ tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
     if (p == NULL)
         return NULL;
     memset(p, 0, sizeof(*p));
+    p->nclasses = opts->nclasses > 0 ? opts->nclasses : 1;
+    p->inline_max_ns = opts->inline_max_ns;
+    if (nworkers > 0 && (p->costs = calloc(p->nclasses, sizeof(*p->costs))) == NULL) {
+        free(p);
+        return NULL;
+    }
     p->work = work;
     p->arg = arg;
-    p->backlog_max = backlog_max;
+    p->backlog_max = opts->backlog_max;
     p->nworkers = nworkers;
     __cds_wfcq_init(&p->reply_head, &p->reply_tail);
     __cds_wfcq_init(&p->taken_head, &p->taken_tail);
@@ -221,6 +249,7 @@ out_free_workers:
     errno = err;
 out_free_pool:
     err = errno;
+    free(p->costs);
     free(p);
     errno = err;
     return NULL;
@@ -237,6 +266,38 @@ static struct worker *least_busy(struct tp_pool *p)
     return best;
 }
 
+static struct cost *cost_of(struct tp_pool *p, const struct tp_msg *m)
+{
+    return &p->costs[m->listener < p->nclasses ? m->listener : p->nclasses - 1];
+}
+
+/* True if m is expected to cost less than handing it to a worker: run it
+ * here, on the reactor thread, at flush. Its class's cost is learned from
+ * such runs; a class that goes to workers still runs here now and then, so
+ * an app that became cheap comes back. */
+static float larger(float a, float b)
+{
+    return a > b ? a : b;
+}
+
+/* What handing m to a worker costs the reactor, in ns. */
+static float handoff_ns(const struct tp_pool *p, const struct tp_msg *m)
+{
+    return (float)p->inline_max_ns + HANDOFF_NS_PER_BYTE * (float)m->len;
+}
+
+static bool runs_here(struct tp_pool *p, const struct tp_msg *m)
+{
+    struct cost *c = cost_of(p, m);
+
+    if (c->ns_per_byte * (float)(m->len + COST_BASE) <= handoff_ns(p, m))
+        return true;
+    if (++c->sent < RETIME_EVERY)
+        return false;
+    c->sent = 0;
+    return true;
+}
+
 int tp_pool_submit(tp_pool_t *p, struct tp_msg *m)
 {
     struct worker *w;
@@ -246,7 +307,8 @@ int tp_pool_submit(tp_pool_t *p, struct tp_msg *m)
     m->charge = m->len;
     p->backlog += m->charge;
     p->inflight++;
-    if (p->nworkers == 0) {
+    if (p->nworkers == 0 || (p->inline_max_ns > 0 && runs_here(p, m))) {
+        m->worker = NO_WORKER;
         tp_msg_list_push(&p->stage, m);
         return 0;
     }
@@ -262,15 +324,42 @@ bool tp_pool_is_full(const tp_pool_t *p)
     return p->inflight > 0 && p->backlog >= p->backlog_max;
 }
 
-/* Inline: runs the staged work here, in order, onto the reply list. */
-static size_t run_inline(struct tp_pool *p)
+static uint64_t now_ns(void)
 {
-    struct tp_msg *m;
-    size_t n = 0;
+    struct timespec ts;
 
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Runs the work staged for this thread, in order, onto the reply list. With
+ * workers, each run is timed (one clock read between two runs) to learn what
+ * its class costs. */
+static size_t run_here(struct tp_pool *p)
+{
+    uint64_t t0 = 0, t1;
+    struct tp_msg *m;
+    struct cost *c;
+    size_t n = 0;
+    float bytes, most, took;
+
+    if (p->nworkers > 0 && p->stage.head != NULL)
+        t0 = now_ns();
     while ((m = tp_msg_list_pop(&p->stage)) != NULL) {
-        p->work(p->arg, m, &p->done);
+        c = p->nworkers > 0 ? cost_of(p, m) : NULL;
+        bytes = (float)(m->len + COST_BASE);
+        most = c != NULL ? 2 * larger(c->ns_per_byte * bytes, handoff_ns(p, m)) : 0;
+        p->work(p->arg, m, &p->done);     /* m is on p->done now: no touching */
         n++;
+        if (c == NULL)
+            continue;
+        t1 = now_ns();
+        /* A run the thread was preempted in looks slow: one timing moves
+         * the estimate by at most twice what it or a hand-off is, so it
+         * takes several slow runs in a row to send a class to workers. */
+        took = (float)(t1 - t0) < most ? (float)(t1 - t0) : most;
+        c->ns_per_byte += (took / bytes - c->ns_per_byte) * COST_WEIGHT;
+        t0 = t1;
     }
     return n;
 }
@@ -280,11 +369,8 @@ size_t tp_pool_flush(tp_pool_t *p)
     struct __cds_wfcq_head h;
     struct cds_wfcq_tail t;
     struct tp_msg *m;
-    size_t n = 0;
     unsigned i;
 
-    if (p->nworkers == 0)
-        return run_inline(p);
     for (i = 0; i < p->nworkers; i++) {
         struct worker *w = &p->workers[i];
 
@@ -295,12 +381,12 @@ size_t tp_pool_flush(tp_pool_t *p)
             cds_wfcq_node_init(&m->node);
             tp_tsan_release(m);
             cds_wfcq_enqueue(&h, &t, &m->node);
-            n++;
         }
         __cds_wfcq_splice_blocking(&w->head, &w->tail, &h, &t);
         wake(w);
     }
-    return n;
+    /* After the workers have theirs: they run while this thread does. */
+    return run_here(p);
 }
 
 bool tp_pool_is_inline(const tp_pool_t *p)
@@ -318,7 +404,7 @@ static void returned(struct tp_pool *p, struct tp_msg *m)
 {
     if (m->kind != TP_MSG_DONE)
         return;
-    if (p->nworkers > 0)
+    if (m->worker != NO_WORKER)
         p->workers[m->worker].held--;
     p->backlog -= m->charge;
     p->inflight--;
@@ -334,14 +420,13 @@ int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out, bool *again
     /* Clear, then drain: a reply enqueued after the splice below finds the
      * queue empty and writes the eventfd again, so none is left behind. */
     *again = false;
-    if (p->nworkers == 0) {
-        while ((m = tp_msg_list_pop(&p->done)) != NULL) {
-            returned(p, m);
-            tp_msg_list_push(out, m);
-            n++;
-        }
-        return n;
+    while ((m = tp_msg_list_pop(&p->done)) != NULL) {
+        returned(p, m);
+        tp_msg_list_push(out, m);
+        n++;
     }
+    if (p->nworkers == 0)
+        return n;
     if (clear && read(p->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
         *again = true;      /* not expected of an eventfd; look again soon */
     if (__cds_wfcq_splice_nonblocking(&p->taken_head, &p->taken_tail,
@@ -406,5 +491,6 @@ void tp_pool_destroy(tp_pool_t *p)
     if (p->event_fd >= 0)
         close(p->event_fd);
     free(p->workers);
+    free(p->costs);
     free(p);
 }

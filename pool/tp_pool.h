@@ -7,9 +7,19 @@
  * per sleeping worker. Workers wake the reactor through an eventfd only when
  * the reply queue goes from empty to non-empty.
  *
- * A pool of zero workers is inline: the same calls, but tp_pool_flush() runs
- * the work on the calling thread and its replies wait for tp_pool_drain().
- * The reactor uses one path for both; only when it flushes differs.
+ * Work that costs less than a hand-off runs on the reactor thread instead:
+ * the pool times the runs it makes there and learns each class's cost (a
+ * class is what msg->listener names: the reactor gives each listener its
+ * own, since each has its own app). Work expected to take at most
+ * inline_max_ns runs in tp_pool_flush(); the rest goes to the workers, and
+ * one batch in 128 of a worker-bound class still runs here so its
+ * cost stays current. So a cheap app (echo) pays no futex, no eventfd and no
+ * cache-line transfer per message, and an expensive one still runs beside
+ * the reactor, which stays free to read and write.
+ *
+ * A pool of zero workers is inline: the same calls, but all of the work runs
+ * in tp_pool_flush(). Either way, replies of work run there wait for
+ * tp_pool_drain(); the reactor uses one path for both.
  *
  * Who may call what, concurrently:
  *
@@ -19,9 +29,9 @@
  *                                            queues), tp_pool_drain
  *   tp_pool_drain/event_fd    reactor        workers (they enqueue replies)
  *   tp_pool_is_full/inflight  reactor        workers
- *   the work callback         worker         other workers; reactor calls
- *                             (inline: the   nothing: it runs inside
- *                             flush caller)  tp_pool_flush()
+ *   the work callback         worker, or     other workers (on the reactor
+ *                             the reactor    too: it runs inside
+ *                             in flush       tp_pool_flush())
  */
 #ifndef TP_POOL_H
 #define TP_POOL_H
@@ -41,14 +51,22 @@ typedef struct tp_pool tp_pool_t;
  * queued behind it on this worker. */
 typedef void tp_pool_work_cb(void *arg, struct tp_msg *msg, struct tp_msg_list *out);
 
-/* Starts nworkers threads running work(arg, ...), or none for an inline pool
- * (nworkers 0). Up to backlog_max bytes of submitted messages may be at the
- * workers at once. Returns NULL with errno set on failure. */
-tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
-                          uint64_t backlog_max);
+struct tp_pool_opts {
+    uint64_t backlog_max;       /* bytes of submitted messages that may be at
+                                   the pool at once */
+    unsigned nclasses;          /* cost classes: msg->listener < nclasses */
+    uint32_t inline_max_ns;     /* work expected to take at most this runs in
+                                   tp_pool_flush(); 0: every message goes to a
+                                   worker */
+};
 
-/* Stages msg for the least busy worker; it reaches the worker at the next
- * tp_pool_flush(). On 0 the pool owns msg until it comes back from
+/* Starts nworkers threads running work(arg, ...), or none for an inline pool
+ * (nworkers 0). Returns NULL with errno set on failure. */
+tp_pool_t *tp_pool_create(unsigned nworkers, tp_pool_work_cb *work, void *arg,
+                          const struct tp_pool_opts *opts);
+
+/* Stages msg for this thread or the least busy worker (see above); either
+ * way it runs from the next tp_pool_flush(). On 0 the pool owns msg until it comes back from
  * tp_pool_drain(). Returns -ENOBUFS, keeping nothing, while the backlog is over
  * backlog_max: stop reading until tp_pool_drain() brings it down. Messages
  * with no bytes (open and close events) are never refused. Reactor thread
@@ -58,10 +76,10 @@ int tp_pool_submit(tp_pool_t *pool, struct tp_msg *msg);
 /* True while tp_pool_submit() would refuse work. */
 bool tp_pool_is_full(const tp_pool_t *pool);
 
-/* Publishes everything staged, one splice per worker, and wakes the workers
- * that sleep; an inline pool runs it all here instead. Returns how many
- * messages were published. Reactor thread only; never blocks (inline: as long
- * as the work takes). */
+/* Publishes what was staged for the workers, one splice per worker, waking
+ * those that sleep; then runs here what was staged to run here. Returns how
+ * many ran here: their replies are ready for tp_pool_drain(). Reactor thread
+ * only; never blocks (but runs as long as the work it runs takes). */
 size_t tp_pool_flush(tp_pool_t *pool);
 
 /* True for a pool of zero workers. */

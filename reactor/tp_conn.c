@@ -4,7 +4,9 @@
  * Edge-triggered: TP_CONN_READABLE stays set until a read returns EAGAIN (or
  * a short read without a pending hang-up). Whatever stops reading earlier
  * puts the connection where it will be found again without a new edge:
- *   read budget used up       -> pending list, next loop turn
+ *   read budget used up       -> pending list, next loop turn (the
+ *                                connection's, or the turn's: see
+ *                                TP_TURN_BUDGET)
  *   batch at the pool, full   -> read again when the batch comes back
  *   pool backlog full         -> waiting list, when the pool drains
  *   output over the limit     -> pending list, when output falls below half
@@ -28,7 +30,8 @@
 #include "tp_frame.h"
 #include "tp_sock.h"
 
-#define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn */
+#define READ_BUDGET (64 * 1024)       /* bytes per connection per loop turn: one
+                                         read of the largest read buffer */
 #define READ_CLASSES 3                /* read buffers use the first data size
                                          classes, growing while reads fill them */
 #define IOV_BATCH 64                  /* reply buffers per sendmsg */
@@ -365,7 +368,7 @@ static void learn_size(struct tp_conn *c, const struct tp_msg *b)
 
 static void conn_read(struct tp_conns *cs, struct tp_conn *c)
 {
-    size_t budget = READ_BUDGET, room;
+    size_t budget = READ_BUDGET < cs->turn_left ? READ_BUDGET : cs->turn_left, room;
     ssize_t n;
 
     while ((c->flags & TP_CONN_READABLE) && !input_blocked(c)) {
@@ -384,6 +387,7 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
         if (n > 0) {
             c->rbuf->len += (uint32_t)n;
             budget -= (size_t)n < budget ? (size_t)n : budget;
+            cs->turn_left -= (size_t)n < cs->turn_left ? (size_t)n : cs->turn_left;
             TP_STAT_ADD(cs, bytes_in, (uint64_t)n);
             touch(cs, c);
             learn_size(c, c->rbuf);
@@ -721,6 +725,9 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
     if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && c->out.head != NULL &&
         conn_write(cs, c) < 0)
         return;
+    /* Waiting its turn to read: reading it now would pass the others. */
+    if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
+        return;
     conn_read(cs, c);
     progress(cs, c);
 }
@@ -739,10 +746,16 @@ void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c)
 
 void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c)
 {
+    size_t left = cs->turn_left;
+
     if (c->state != TP_CONN_READING)
         return;
-    c->flags |= TP_CONN_READABLE;       /* take in what already arrived */
+    /* Take in what already arrived, up to a connection's budget, whatever
+     * this turn has read from others. */
+    c->flags |= TP_CONN_READABLE;
+    cs->turn_left = READ_BUDGET;
     conn_read(cs, c);
+    cs->turn_left = left;
     tp_conn_close(cs, c, TP_CLOSE_SHUTDOWN, false);
 }
 

@@ -89,6 +89,7 @@ struct tp_conns {
     tp_pool_t *pool;
     int epfd;
     int64_t now_ms;               /* cached once per loop turn */
+    size_t turn_left;             /* bytes this loop turn may still read */
     struct cds_list_head linger;  /* LINGERING connections, next check first */
     uint32_t refused_lingering;   /* refused connections now LINGERING */
     enum tp_log_level log_level;
@@ -109,6 +110,16 @@ void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt
 /* Takes an accepted fd: a new READING connection, or with refuse (over
  * max_connections) one that only lingers. Closes fd if it cannot be set up. */
 void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse);
+
+/* Bytes one loop turn reads, over all connections; past them, connections
+ * wait on the pending list, in the order they became readable, for the next
+ * turn (which accepts first). tp_conn__new_turn() starts the count again. */
+#define TP_TURN_BUDGET (1024 * 1024)
+
+static inline void tp_conn__new_turn(struct tp_conns *cs)
+{
+    cs->turn_left = TP_TURN_BUDGET;
+}
 
 /* An epoll event for c. */
 void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events);

@@ -4,9 +4,10 @@
  * accept; take the pool's replies (writing each while its connection is in
  * cache); go back to connections that stopped early; close what timed out;
  * write the connections that got output from others; then publish all the
- * work this turn staged, so none of it waits for the next turn. With an
- * inline pool (workers 0) the work also runs and is answered right after each
- * connection's read. */
+ * work this turn staged, so none of it waits for the next turn. Work is also
+ * published right after each connection's read: what is cheap enough runs
+ * and is answered there (all of it with workers 0), while the connection is
+ * in cache; the workers start on the rest. */
 #include "tp_conn.h"
 
 #include <errno.h>
@@ -30,6 +31,10 @@
 #define ACCEPT_PAUSE_MS 100      /* after EMFILE and the like */
 #define MAX_WAIT_MS 1000
 #define WARN_EVERY_MS 5000       /* rate limit for repeated accept warnings */
+#define INLINE_MAX_NS 3000       /* work expected to take less runs on the reactor
+                                    thread: a hand-off to a worker (futex wake,
+                                    eventfd wake, the message's cache lines moving
+                                    between cores) costs more than that here */
 
 enum { STOP_NONE, STOP_GRACEFUL, STOP_NOW };
 
@@ -146,7 +151,9 @@ static int open_wakeups(struct tp_server *s, char *err, size_t errlen)
         snprintf(err, errlen, "signalfd: %s", strerror(-rc));
         return rc;
     }
-    s->cs.pool = tp_pool_create(n, work, s, s->conf->queue_max);
+    s->cs.pool = tp_pool_create(n, work, s, &(struct tp_pool_opts){
+        .backlog_max = s->conf->queue_max, .nclasses = (unsigned)s->nlisten,
+        .inline_max_ns = s->opts.workers_only ? 0 : INLINE_MAX_NS });
     if (s->cs.pool == NULL) {
         snprintf(err, errlen, "cannot start %u workers: %s", n, strerror(errno));
         return -1;
@@ -286,15 +293,16 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
     }
 }
 
-/* Publishes what was staged for the pool. An inline pool runs it here, and
- * its replies may stage more (the next batch of a connection) or give other
- * connections output: go on until nothing is left. */
+/* Publishes what was staged for the pool. Work run here (cheap work, or all
+ * of it with workers 0) has its replies ready at once, and they may stage
+ * more (the next batch of a connection) or give other connections output:
+ * go on until nothing is left. */
 static void publish(struct tp_server *s)
 {
     for (;;) {
         if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
             run_list(s, TP_LIST_DIRTY);
-        if (tp_pool_flush(s->cs.pool) == 0 || !tp_pool_is_inline(s->cs.pool))
+        if (tp_pool_flush(s->cs.pool) == 0)
             return;
         take_replies(s, false);
     }
@@ -456,9 +464,9 @@ static void on_event(struct tp_server *s, const struct epoll_event *ev, bool *po
     switch (*(const uint8_t *)ev->data.ptr) {
     case TP_SRC_CONN:
         tp_conn__event(&s->cs, ev->data.ptr, ev->events);
-        /* Inline, answer now: the connection is still in cache. */
-        if (tp_pool_is_inline(s->cs.pool))
-            publish(s);
+        /* Answer now what runs here, while the connection is in cache, and
+         * let the workers start on the rest. */
+        publish(s);
         break;
     case TP_SRC_LISTENER:
         ((struct tp_listener *)ev->data.ptr)->ready = true;
@@ -518,6 +526,7 @@ int tp_server_run(tp_server_t *s)
         if (n < 0 && errno != EINTR)
             return -errno;
         s->cs.now_ms = clock_ms();
+        tp_conn__new_turn(&s->cs);
         pool_ready = false;
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);

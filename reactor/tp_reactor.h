@@ -28,6 +28,9 @@ struct tp_server_opts {
     void *log_arg;
     int signal_fd;                     /* a signalfd for INT, TERM, HUP,
                                           USR1, or -1 (tp_server_stop only) */
+    bool workers_only;                 /* every message to a worker, however
+                                          cheap (tests of the hand-off); false:
+                                          cheap work runs on the reactor */
 };
 
 /* Counters; the reactor writes them, any thread may read a snapshot. */

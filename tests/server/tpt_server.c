@@ -35,6 +35,8 @@ static void log_stderr(void *arg, enum tp_log_level level, const char *msg)
     fprintf(stderr, "[%s] %s\n", tp_conf_log_level_name(level), msg);
 }
 
+bool tpt_workers_only;
+
 static void *serve(void *arg)
 {
     struct tpt_server *t = arg;
@@ -56,6 +58,7 @@ struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *ap
     for (i = 0; i < conf->nlisten; i++)
         t->apps[i] = app;
     opts.apps = t->apps;
+    opts.workers_only = tpt_workers_only;
     if (getenv("TPT_LOG") != NULL) {
         opts.log = log_stderr;
         t->conf.log_level = TP_LOG_DEBUG;

@@ -27,6 +27,10 @@ void tpt_conf(struct tp_conf *conf, int workers);
  * cannot. */
 struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *app);
 
+/* Servers started from now on send every message to a worker (see
+ * tp_server_opts.workers_only). */
+extern bool tpt_workers_only;
+
 /* Stops (gracefully or not), joins, checks the loop returned 0, frees. */
 void tpt_stop(struct tpt_server *t, bool graceful);
 

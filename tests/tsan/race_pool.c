@@ -14,6 +14,16 @@
 
 #include "tp_pool.h"
 
+/* Every message to a worker (inline_max_ns 0): these tests are about the
+ * hand-off. */
+static const struct tp_pool_opts *backlog(uint64_t max)
+{
+    static struct tp_pool_opts o;
+
+    o = (struct tp_pool_opts){ .backlog_max = max, .nclasses = 1 };
+    return &o;
+}
+
 #define ROUNDS 2000
 #define PER_ROUND 64
 
@@ -35,7 +45,7 @@ static void work(void *arg, struct tp_msg *m, struct tp_msg_list *out)
 
 int main(void)
 {
-    tp_pool_t *p = tp_pool_create(4, work, NULL, UINT64_MAX);
+    tp_pool_t *p = tp_pool_create(4, work, NULL, backlog(UINT64_MAX));
     static unsigned char seen[ROUNDS * PER_ROUND];
     struct pollfd pfd;
     struct tp_msg_list got;
