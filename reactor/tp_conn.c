@@ -725,9 +725,13 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
     if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && c->out.head != NULL &&
         conn_write(cs, c) < 0)
         return;
-    /* Waiting its turn to read: reading it now would pass the others. */
-    if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
+    /* While connections wait their turn to read, a new one waits behind
+     * them: reading it now would pass them, and with a flood the new ones
+     * would use up every turn's budget and the waiting ones never read. */
+    if (!tp_table_is_empty(&cs->table, TP_LIST_PENDING) && c->state == TP_CONN_READING) {
+        tp_table_add(&cs->table, TP_LIST_PENDING, c);
         return;
+    }
     conn_read(cs, c);
     progress(cs, c);
 }

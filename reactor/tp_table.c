@@ -8,6 +8,8 @@
 int tp_table_init(struct tp_table *t, uint32_t max)
 {
     memset(t, 0, sizeof(*t));
+    for (int i = 0; i < TP_LISTS; i++)
+        t->tail[i] = &t->list[i];
     t->nchunks = max / TP_TABLE_CHUNK + 1;
     t->chunks = calloc(t->nchunks, sizeof(*t->chunks));
     if (t->chunks == NULL)
@@ -103,8 +105,9 @@ void tp_table_add(struct tp_table *t, enum tp_table_list which, struct tp_conn *
     if (c->flags & bit)
         return;
     c->flags |= bit;
-    c->next[which] = t->list[which];
-    t->list[which] = c;
+    c->next[which] = NULL;
+    *t->tail[which] = c;
+    t->tail[which] = &c->next[which];
 }
 
 struct tp_conn *tp_table_take(struct tp_table *t, enum tp_table_list which)
@@ -112,6 +115,7 @@ struct tp_conn *tp_table_take(struct tp_table *t, enum tp_table_list which)
     struct tp_conn *walk = t->list[which];
 
     t->list[which] = NULL;
+    t->tail[which] = &t->list[which];
     return walk;
 }
 

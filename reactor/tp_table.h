@@ -78,6 +78,7 @@ struct tp_table {
     struct cds_list_head free_slots;
     uint64_t live;                /* slots not FREE */
     struct tp_conn *list[TP_LISTS];
+    struct tp_conn **tail[TP_LISTS];  /* where the next one added goes */
 };
 
 #define TP_TABLE_CHUNK 1024
@@ -97,7 +98,8 @@ struct tp_conn *tp_table_find(const struct tp_table *t, struct tp_handle h);
 /* Slot i (i < nslots), whatever its state. */
 struct tp_conn *tp_table_at(const struct tp_table *t, uint32_t i);
 
-/* Puts c on a list, once: while it is there, more calls do nothing. */
+/* Puts c at the end of a list, once: while it is there, more calls do
+ * nothing. Lists keep the order connections were added in. */
 void tp_table_add(struct tp_table *t, enum tp_table_list which, struct tp_conn *c);
 
 /* Detaches a whole list; walk it with tp_table_pop(). Connections added
