@@ -151,8 +151,7 @@ static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
     return epoll_ctl(w->epfd, op, c->fd, &ev) < 0 ? -errno : 0;
 }
 
-/* Maps an errno to an error kind, noting the ones that need a word. */
-static int error_kind(struct worker *w, int err)
+enum tp_stress_err tp_stress_err_of(int err)
 {
     switch (err) {
     case ECONNREFUSED:
@@ -161,6 +160,18 @@ static int error_kind(struct worker *w, int err)
         return TP_STRESS_ERR_RESET;
     case ETIMEDOUT:
         return TP_STRESS_ERR_TIMEOUT;
+    }
+    return TP_STRESS_ERR_OTHER;
+}
+
+/* Maps an errno to an error kind, noting the ones that need a word. */
+static int error_kind(struct worker *w, int err)
+{
+    enum tp_stress_err kind = tp_stress_err_of(err);
+
+    if (kind != TP_STRESS_ERR_OTHER)
+        return kind;
+    switch (err) {
     case EMFILE: case ENFILE:
         w->notes |= TP_STRESS_NOTE_EMFILE;
         return TP_STRESS_ERR_OTHER;

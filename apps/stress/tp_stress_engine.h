@@ -25,6 +25,10 @@ enum tp_stress_err {
     TP_STRESS_ERR_KINDS
 };
 
+/* The kind a connection's errno counts as (TP_STRESS_ERR_OTHER for any not
+ * named). Any thread. */
+enum tp_stress_err tp_stress_err_of(int err);
+
 /* Why "other" errors happened, as bits of notes. */
 #define TP_STRESS_NOTE_EMFILE 1u         /* out of file descriptors */
 #define TP_STRESS_NOTE_ADDRNOTAVAIL 2u   /* out of local ports */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tp_stress_engine.h"
 #include "tp_stress_msg.h"
 #include "tp_stress_probe.h"
 
@@ -36,19 +37,6 @@ struct tp_stress_probe {
     char *msg, *back;         /* o->size bytes each: sent, received */
     struct tp_stress_probe_result r;
 };
-
-static int err_kind(int err)
-{
-    switch (err) {
-    case ECONNREFUSED:
-        return TP_STRESS_ERR_REFUSED;
-    case ECONNRESET: case EPIPE: case ECONNABORTED:
-        return TP_STRESS_ERR_RESET;
-    case ETIMEDOUT:
-        return TP_STRESS_ERR_TIMEOUT;
-    }
-    return TP_STRESS_ERR_OTHER;
-}
 
 static bool is_stopped(struct tp_stress_probe *p, uint64_t now)
 {
@@ -83,12 +71,12 @@ static int probe_connect(struct tp_stress_probe *p, uint64_t until, int *res)
 
     fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        *res = err_kind(errno);
+        *res = tp_stress_err_of(errno);
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(fd, (const struct sockaddr *)&p->addr, p->addrlen) < 0 && errno != EINPROGRESS) {
-        *res = err_kind(errno);
+        *res = tp_stress_err_of(errno);
         goto out_close;
     }
     if ((*res = wait_fd(p, fd, POLLOUT, until)) != 0)
@@ -96,7 +84,7 @@ static int probe_connect(struct tp_stress_probe *p, uint64_t until, int *res)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
-        *res = err_kind(err);
+        *res = tp_stress_err_of(err);
         goto out_close;
     }
     return fd;
@@ -123,7 +111,7 @@ static int probe_exchange(struct tp_stress_probe *p, int fd, uint64_t until)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno != EAGAIN)
-            return err_kind(errno);
+            return tp_stress_err_of(errno);
         if (n < 0 && (rc = wait_fd(p, fd, sent < size ? POLLOUT : POLLIN, until)) != 0)
             return rc;
         if (n > 0 && sent < size)
