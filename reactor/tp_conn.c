@@ -255,8 +255,9 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
     if (end < b->len) {
         /* The partial message starts the next read buffer: as big as the
          * reads have been asking for, not just big enough for itself. */
-        rest = tp_msg_cache_get(&cs->cache, b->len - end > tp_msg_class_cap(1u + c->rsize)
-                                            ? b->len - end : tp_msg_class_cap(1u + c->rsize));
+        size_t want = tp_msg_class_cap(1u + c->rsize);
+
+        rest = tp_msg_cache_get(&cs->cache, b->len - end > want ? b->len - end : want);
         if (rest == NULL)
             return -ENOMEM;
         memcpy(rest->data, b->data + end, b->len - end);
