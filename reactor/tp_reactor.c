@@ -281,15 +281,21 @@ static void take_replies(struct tp_server *s, bool clear)
         tp_conn__reply(&s->cs, m);
 }
 
+static void publish(struct tp_server *s);
+
 static void run_list(struct tp_server *s, enum tp_table_list which)
 {
     struct tp_conn *c, *walk = tp_table_take(&s->cs.table, which);
 
     while ((c = tp_table_pop(&walk, which)) != NULL) {
-        if (which == TP_LIST_DIRTY)
+        if (which == TP_LIST_DIRTY) {
             tp_conn__flush(&s->cs, c);
-        else
+        } else {
+            /* As after a connection's event: answer what runs here while
+             * its bytes are in cache, not after every other connection's. */
             tp_conn__resume(&s->cs, c);
+            publish(s);
+        }
     }
 }
 
