@@ -253,11 +253,13 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
         return 0;
     }
     if (end < b->len) {
-        /* The partial message starts the next read buffer: as big as the
-         * reads have been asking for, not just big enough for itself. */
-        size_t want = tp_msg_class_cap(1u + c->rsize);
+        /* A short partial message waits in a buffer just big enough for
+         * it, and read_room() moves it into a full-size one, warm in the
+         * cache, when more arrives; a long one starts a full-size one now
+         * rather than be copied twice. */
+        size_t part = b->len - end, want = tp_msg_class_cap(1u + c->rsize);
 
-        rest = tp_msg_cache_get(&cs->cache, b->len - end > want ? b->len - end : want);
+        rest = tp_msg_cache_get(&cs->cache, part <= want / 4 ? part : part > want ? part : want);
         if (rest == NULL)
             return -ENOMEM;
         memcpy(rest->data, b->data + end, b->len - end);
@@ -344,6 +346,12 @@ static size_t read_room(struct tp_conns *cs, struct tp_conn *c)
 
     if (b == NULL) {
         b = tp_msg_cache_get(&cs->cache, tp_msg_class_cap(1u + c->rsize));
+    } else if (b->cap < (want = tp_msg_class_cap(1u + c->rsize))) {
+        /* A partial message kept small by ship(): read into a buffer of
+         * the learned size, the one just freed (warm in the cache), rather
+         * than keep a big one per connection waiting, cold, for its next
+         * read. */
+        b = tp_msg_cache_move(&cs->cache, b, 0, want);
     } else if (b->len == b->cap) {
         /* One message fills the buffer: grow towards max_message. */
         want = (size_t)b->cap * 4 < most ? (size_t)b->cap * 4 : most;
@@ -387,7 +395,10 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
         n = read(c->fd, c->rbuf->data + c->rbuf->len, room);
         if (n > 0) {
             c->rbuf->len += (uint32_t)n;
-            budget -= (size_t)n < budget ? (size_t)n : budget;
+            /* A budget too small for another read as big as this one ends
+             * the turn here: what was read gets answered (and its buffer
+             * reused, warm) before this connection reads again. */
+            budget = budget - (size_t)n >= (size_t)n && (size_t)n < budget ? budget - (size_t)n : 0;
             cs->turn_left -= (size_t)n < cs->turn_left ? (size_t)n : cs->turn_left;
             TP_STAT_ADD(cs, bytes_in, (uint64_t)n);
             touch(cs, c);
