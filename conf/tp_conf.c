@@ -234,6 +234,49 @@ int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l)
     return 0;
 }
 
+int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r)
+{
+    char host[64];
+    const char *slash = strchr(s, '/');
+    size_t hlen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned bits, i;
+    uint64_t v;
+
+    memset(r->addr, 0, sizeof(r->addr));
+    r->all = false;
+    if (strcmp(s, "all") == 0) {
+        r->all = true;
+        r->family = AF_UNSPEC;
+        r->prefix = 0;
+        return 0;
+    }
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, r->addr) == 1) {
+        r->family = AF_INET;
+        bits = 32;
+    } else if (inet_pton(AF_INET6, host, r->addr) == 1) {
+        r->family = AF_INET6;
+        bits = 128;
+    } else {
+        return -EINVAL;
+    }
+    if (slash != NULL) {
+        int n = parse_digits(slash + 1, bits, &v);
+
+        if (n < 0 || slash[1 + n] != '\0')
+            return -EINVAL;
+        bits = (unsigned)v;
+    }
+    r->prefix = (uint8_t)bits;
+    for (i = bits; i < (r->family == AF_INET ? 32u : 128u); i++)
+        if (r->addr[i / 8] & (0x80u >> (i % 8)))
+            return -EDOM;
+    return 0;
+}
+
 static bool same_addr(const struct tp_listen_conf *a, const struct tp_listen_conf *b)
 {
     const struct sockaddr_in *a4 = (const void *)&a->addr, *b4 = (const void *)&b->addr;
@@ -573,6 +616,67 @@ static int set_tcp_nodelay(struct parser *p, const struct stmt *st, struct tp_li
     return get_flag(p, st, &l->tcp_nodelay);
 }
 
+static int add_rule(struct parser *p, const struct stmt *st, struct tp_listen_conf *l,
+                    bool allow)
+{
+    struct tp_acl_rule *r = &l->acl[l->nacl];
+    int rc;
+
+    if (l->nacl == TP_CONF_MAX_ACL)
+        return fail(p, st->file, st->line, "too many allow/deny rules in one listen block "
+                    "(at most %d)", TP_CONF_MAX_ACL);
+    rc = tp_conf_parse_cidr(st->args[0], r);
+    if (rc == -EDOM)
+        return fail(p, st->file, st->arg_line[0], "\"%s %s\": the address has bits set "
+                    "past its prefix length", st->name, st->args[0]);
+    if (rc < 0)
+        return bad_value(p, st, 0, "an address, ADDRESS/PREFIX (10.0.0.0/8, 2001:db8::/32) "
+                         "or \"all\"");
+    r->allow = allow;
+    l->nacl++;
+    return 0;
+}
+
+static int set_allow(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return add_rule(p, st, l, true);
+}
+
+static int set_deny(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return add_rule(p, st, l, false);
+}
+
+static int set_max_conns_per_ip(struct parser *p, const struct stmt *st,
+                                struct tp_listen_conf *l)
+{
+    uint64_t v;
+    int n = parse_digits(st->args[0], 16u << 20, &v);
+
+    if (n < 0 || st->args[0][n] != '\0')
+        return bad_value(p, st, 0, "a number of connections (0 = no limit)");
+    l->max_conns_per_ip = (uint32_t)v;
+    return 0;
+}
+
+/* RATE: "20/s", "600/m", or "20" (per second); kept per minute. */
+static int set_accept_rate_per_ip(struct parser *p, const struct stmt *st,
+                                  struct tp_listen_conf *l)
+{
+    const char *s = st->args[0];
+    uint64_t v, per = 60;
+    int n = parse_digits(s, 1000000, &v);
+
+    if (n > 0 && strcmp(s + n, "/m") == 0)
+        per = 1;
+    else if (n > 0 && s[n] != '\0' && strcmp(s + n, "/s") != 0)
+        n = -1;
+    if (n < 0)
+        return bad_value(p, st, 0, "a rate such as 20/s or 600/m (0 = no limit)");
+    l->accept_rate_per_ip = (uint32_t)(v * per);
+    return 0;
+}
+
 static const struct directive directives[] = {
     { "workers", CTX_MAIN, 1, 1, set_workers, "workers N|auto;", 0 },
     { "max_connections", CTX_MAIN, 1, 1, set_max_connections, "max_connections N;", 1 },
@@ -591,6 +695,12 @@ static const struct directive directives[] = {
     { "lingering_timeout", CTX_LISTEN, 1, 1, set_lingering_timeout,
       "lingering_timeout TIME;", 9 },
     { "lingering_max", CTX_LISTEN, 1, 1, set_lingering_max, "lingering_max SIZE;", 10 },
+    { "allow", CTX_LISTEN, 1, 1, set_allow, "allow ADDRESS[/PREFIX]|all;", -1 },
+    { "deny", CTX_LISTEN, 1, 1, set_deny, "deny ADDRESS[/PREFIX]|all;", -1 },
+    { "max_connections_per_ip", CTX_LISTEN, 1, 1, set_max_conns_per_ip,
+      "max_connections_per_ip N;", 11 },
+    { "accept_rate_per_ip", CTX_LISTEN, 1, 1, set_accept_rate_per_ip,
+      "accept_rate_per_ip RATE;", 12 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -730,8 +840,8 @@ static int run_stmt(struct parser *p, struct lexer *lx, struct stmt *st, struct 
         return do_listen(p, lx, st, braced);
     if (strcmp(d->name, "include") == 0)
         return do_include(p, st, b);
-    if (check_duplicate(p, st, d, b) < 0)
-        return -1;
+    if (d->slot >= 0 && check_duplicate(p, st, d, b) < 0)
+        return -1;                  /* allow and deny repeat: the rules are a list */
     return d->set(p, st, b->listen);
 }
 

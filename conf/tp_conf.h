@@ -18,6 +18,17 @@
 enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW };
 enum tp_log_level { TP_LOG_ERROR, TP_LOG_WARN, TP_LOG_INFO, TP_LOG_DEBUG };
 
+#define TP_CONF_MAX_ACL 64
+
+/* One `allow` or `deny` rule: peers whose first `prefix` bits are addr's. */
+struct tp_acl_rule {
+    bool allow;
+    bool all;                         /* "all": every peer, either family */
+    uint8_t family;                   /* AF_INET or AF_INET6 */
+    uint8_t prefix;                   /* 0..32 or 0..128 */
+    uint8_t addr[16];                 /* network order; bits past prefix are 0 */
+};
+
 /* One `listen ADDR:PORT { ... }` block. Times are in milliseconds, 0 = off. */
 struct tp_listen_conf {
     char addr_text[64];               /* as written: "127.0.0.1:7000", "[::1]:7000" */
@@ -36,6 +47,12 @@ struct tp_listen_conf {
     int backlog;                      /* listen(2) backlog; default 4096 */
     bool reuseport;                   /* default off */
     bool tcp_nodelay;                 /* default on */
+    struct tp_acl_rule acl[TP_CONF_MAX_ACL];  /* allow/deny in order; first match
+                                         wins, none matching allows */
+    uint32_t nacl;
+    uint32_t max_conns_per_ip;        /* open connections per source address; 0 = off */
+    uint32_t accept_rate_per_ip;      /* new connections per minute per source
+                                         address (burst: a second's worth); 0 = off */
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
 };
@@ -81,6 +98,11 @@ int tp_conf_parse_time(const char *s, uint32_t *out_ms);
  * into l->addr/addrlen and copies the text to l->addr_text. Returns 0 or
  * -EINVAL. */
 int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l);
+
+/* Parses "10.0.0.0/8", "192.168.1.7" (/32), "2001:db8::/32", "::1" (/128) or
+ * "all" into r (r->allow is left alone). Returns 0, -EINVAL, or -EDOM if
+ * bits past the prefix are set ("10.0.0.1/8"). */
+int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r);
 
 /* Names for messages: "line", "info", ... */
 const char *tp_conf_framing_name(enum tp_framing f);

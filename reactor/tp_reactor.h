@@ -50,6 +50,9 @@ struct tp_server_opts {
 /* Counters; the reactor writes them, any thread may read a snapshot. */
 struct tp_stats {
     uint64_t accepted, rejected_max_conn, accept_errors;
+    uint64_t refused_acl;                /* closed at accept: a deny rule */
+    uint64_t refused_per_ip;             /* ... max_connections_per_ip */
+    uint64_t refused_rate;               /* ... accept_rate_per_ip */
     uint64_t open;                       /* connections now */
     uint64_t closed_peer, closed_error, closed_oversize, closed_idle,
              closed_read_timeout, closed_app, closed_shutdown;
