@@ -677,12 +677,44 @@ static int set_accept_rate_per_ip(struct parser *p, const struct stmt *st,
     return 0;
 }
 
+static int resolve_path(const char *includer, const char *path, char *out, size_t outlen);
+
+static int set_error_log(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    const char *v = st->args[0];
+
+    if (strcmp(v, "stderr") == 0) {
+        p->conf->error_log[0] = '\0';
+        return 0;
+    }
+    if (v[0] == '\0' || resolve_path(st->file, v, p->conf->error_log,
+                                     sizeof(p->conf->error_log)) < 0)
+        return bad_value(p, st, 0, "a file name (relative to this file) or \"stderr\"");
+    return 0;
+}
+
+static int set_user(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    const char *v = st->args[0];
+    size_t i, n = strlen(v);
+
+    for (i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.'))
+            break;
+    if (n == 0 || n >= sizeof(p->conf->user) || i < n)
+        return bad_value(p, st, 0, "a user name");
+    memcpy(p->conf->user, v, n + 1);
+    return 0;
+}
+
 static const struct directive directives[] = {
     { "workers", CTX_MAIN, 1, 1, set_workers, "workers N|auto;", 0 },
     { "max_connections", CTX_MAIN, 1, 1, set_max_connections, "max_connections N;", 1 },
     { "log_level", CTX_MAIN, 1, 1, set_log_level, "log_level LEVEL;", 2 },
     { "shutdown_timeout", CTX_MAIN, 1, 1, set_shutdown_timeout, "shutdown_timeout TIME;", 3 },
     { "queue_max", CTX_MAIN, 1, 1, set_queue_max, "queue_max SIZE;", 4 },
+    { "error_log", CTX_MAIN, 1, 1, set_error_log, "error_log FILE|stderr;", 5 },
+    { "user", CTX_MAIN, 1, 1, set_user, "user NAME;", 6 },
     { "app", CTX_LISTEN, 1, 1, set_app, "app NAME;", 0 },
     { "framing", CTX_LISTEN, 1, 1, set_framing, "framing line|length|raw;", 1 },
     { "max_message", CTX_LISTEN, 1, 1, set_max_message, "max_message SIZE;", 2 },
@@ -1007,4 +1039,100 @@ int tp_conf_load(struct tp_conf *conf, const char *path,
                   "\"listen 127.0.0.1:7000 { app echo; }\"");
     free(p);
     return rc;
+}
+
+/* ---- writing a conf back out (tidepool -T) ---- */
+
+static void put_quoted(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', out);
+        if (*s == '\n')
+            fputs("\\n", out);
+        else if (*s == '\t')
+            fputs("\\t", out);
+        else
+            fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void put_size(FILE *out, const char *name, uint64_t v, const char *indent)
+{
+    static const char units[] = { 'g', 'm', 'k' };
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        uint64_t u = 1ull << (10 * (3 - i));
+
+        if (v != 0 && v % u == 0) {
+            fprintf(out, "%s%s %llu%c;\n", indent, name, (unsigned long long)(v / u), units[i]);
+            return;
+        }
+    }
+    fprintf(out, "%s%s %llu;\n", indent, name, (unsigned long long)v);
+}
+
+static void put_time(FILE *out, const char *name, uint32_t ms, const char *indent)
+{
+    if (ms != 0 && ms % 1000 == 0)
+        fprintf(out, "%s%s %us;\n", indent, name, ms / 1000);
+    else
+        fprintf(out, "%s%s %ums;\n", indent, name, ms);
+}
+
+static void put_rule(FILE *out, const struct tp_acl_rule *r)
+{
+    char text[INET6_ADDRSTRLEN];
+
+    if (r->all) {
+        fprintf(out, "    %s all;\n", r->allow ? "allow" : "deny");
+        return;
+    }
+    inet_ntop(r->family, r->addr, text, sizeof(text));
+    fprintf(out, "    %s %s/%u;\n", r->allow ? "allow" : "deny", text, r->prefix);
+}
+
+int tp_conf_dump(const struct tp_conf *conf, FILE *out)
+{
+    size_t i, j;
+
+    fprintf(out, "# the effective configuration: every directive, defaults included\n");
+    if (conf->workers < 0)
+        fprintf(out, "workers auto;\n");
+    else
+        fprintf(out, "workers %d;\n", conf->workers);
+    fprintf(out, "max_connections %u;\n", conf->max_connections);
+    fprintf(out, "log_level %s;\n", tp_conf_log_level_name(conf->log_level));
+    fputs("error_log ", out);
+    put_quoted(out, conf->error_log[0] != '\0' ? conf->error_log : "stderr");
+    fputs(";\n", out);
+    if (conf->user[0] != '\0')
+        fprintf(out, "user %s;\n", conf->user);
+    put_time(out, "shutdown_timeout", conf->shutdown_timeout_ms, "");
+    put_size(out, "queue_max", conf->queue_max, "");
+    for (i = 0; i < conf->nlisten; i++) {
+        const struct tp_listen_conf *l = &conf->listen[i];
+
+        fputs("\nlisten ", out);
+        put_quoted(out, l->addr_text);
+        fputs(" {\n    app ", out);
+        put_quoted(out, l->app);
+        fprintf(out, ";\n    framing %s;\n", tp_conf_framing_name(l->framing));
+        put_size(out, "max_message", l->max_message, "    ");
+        put_time(out, "idle_timeout", l->idle_timeout_ms, "    ");
+        put_time(out, "read_timeout", l->read_timeout_ms, "    ");
+        put_size(out, "send_buffer_max", l->send_buffer_max, "    ");
+        put_time(out, "lingering_timeout", l->lingering_timeout_ms, "    ");
+        put_size(out, "lingering_max", l->lingering_max, "    ");
+        fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
+                l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");
+        for (j = 0; j < l->nacl; j++)
+            put_rule(out, &l->acl[j]);
+        fprintf(out, "    max_connections_per_ip %u;\n    accept_rate_per_ip %u/m;\n}\n",
+                l->max_conns_per_ip, l->accept_rate_per_ip);
+    }
+    return ferror(out) ? -EIO : 0;
 }

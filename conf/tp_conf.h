@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define TP_CONF_MAX_LISTEN 64
@@ -63,6 +64,8 @@ struct tp_conf {
     enum tp_log_level log_level;      /* default info */
     uint32_t shutdown_timeout_ms;     /* default 10s */
     uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
+    char error_log[TP_CONF_PATH_MAX]; /* log file; "" = stderr (default) */
+    char user[TP_CONF_NAME_MAX];      /* drop root to this user after binding; "" = stay */
     size_t nlisten;
     struct tp_listen_conf listen[TP_CONF_MAX_LISTEN];
 };
@@ -103,6 +106,11 @@ int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l);
  * "all" into r (r->allow is left alone). Returns 0, -EINVAL, or -EDOM if
  * bits past the prefix are set ("10.0.0.1/8"). */
 int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r);
+
+/* Writes conf to out as a conf file that loads back to the same values:
+ * every directive with its effective value, defaults included, includes
+ * resolved (`tidepool -T`). Returns 0 or -errno. */
+int tp_conf_dump(const struct tp_conf *conf, FILE *out);
 
 /* Names for messages: "line", "info", ... */
 const char *tp_conf_framing_name(enum tp_framing f);

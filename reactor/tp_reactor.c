@@ -497,6 +497,7 @@ static void on_signals(struct tp_server *s)
                  "restart to apply a new conf");
             break;
         case SIGUSR1:
+            tell(s, TP_SERVER_REOPEN);
             log_stats(s);
             break;
         }

@@ -29,6 +29,8 @@ enum tp_server_event {
     TP_SERVER_READY,     /* every listener is bound; serving starts now */
     TP_SERVER_TICK,      /* every tick_ms while the loop runs: it is alive */
     TP_SERVER_STOPPING,  /* a stop has begun: listeners are closed */
+    TP_SERVER_REOPEN,    /* SIGUSR1: reopen log files (logrotate), before the
+                            counters are logged */
 };
 struct tp_stats;
 typedef void tp_event_fn(void *arg, enum tp_server_event ev, const struct tp_stats *st);
