@@ -778,6 +778,11 @@ struct block {                      /* the block being filled */
 static int parse_file(struct parser *p, const char *path, struct block *b, int line_of_include,
                       const char *includer);
 
+const char *tp_conf_directive_name(size_t i)
+{
+    return i < NDIRECTIVES ? directives[i].name : NULL;
+}
+
 static const struct directive *find_directive(const char *name)
 {
     size_t i;

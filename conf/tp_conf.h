@@ -118,6 +118,10 @@ int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r);
  * resolved (`tidepool -T`). Returns 0 or -errno. */
 int tp_conf_dump(const struct tp_conf *conf, FILE *out);
 
+/* The name of directive i of the parser's table, NULL past the last (for
+ * the test that every one is documented in tidepool.conf(5)). */
+const char *tp_conf_directive_name(size_t i);
+
 /* Names for messages: "line", "info", ... */
 const char *tp_conf_framing_name(enum tp_framing f);
 const char *tp_conf_log_level_name(enum tp_log_level l);

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tp_conf.h"
+
 #define BIN TP_BIN_DIR "/tidepool"
 
 struct proc {
@@ -886,4 +888,110 @@ Test(tidepool, processes_that_cannot_start_stop_the_master)
     cr_assert(strstr(p.log, "before serving; stopping") != NULL, "%s", p.log);
     cr_assert(strstr(p.log, "Address already in use") != NULL, "%s", p.log);
     close(holder);
+}
+
+/* ---- man pages ---- */
+
+static const char *const pages[] = {
+    TP_SOURCE_DIR "/apps/tidepool/tidepool.8",
+    TP_SOURCE_DIR "/conf/tidepool.conf.5",
+    TP_SOURCE_DIR "/apps/stress/tidepool-stress.1",
+};
+
+static char *slurp(const char *path)
+{
+    static char text[3][65536];
+    static int next;
+    char *buf = text[next++ % 3];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    n = fread(buf, 1, sizeof(text[0]) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(tidepool, man_pages_pass_mandoc_lint)
+{
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        char cmd[PATH_MAX + 64], out[4096];
+        FILE *f;
+        size_t n;
+
+        snprintf(cmd, sizeof(cmd), "mandoc -Tlint -W warning %s 2>&1", pages[i]);
+        f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        cr_assert_eq(pclose(f), 0, "mandoc (is the mandoc package installed?): %s", out);
+        cr_assert_eq(n, 0, "%s:\n%s", pages[i], out);
+    }
+}
+
+Test(tidepool, every_directive_is_in_tidepool_conf_5)
+{
+    const char *page = slurp(pages[1]), *name;
+    char want[64];
+
+    for (size_t i = 0; (name = tp_conf_directive_name(i)) != NULL; i++) {
+        snprintf(want, sizeof(want), ".It Ic %s ", name);
+        cr_expect(strstr(page, want) != NULL, "directive %s is not in tidepool.conf(5)", name);
+    }
+}
+
+/* Whether page has "Fl opt" as a whole word (not a prefix of a longer one). */
+static bool has_flag(const char *page, const char *opt)
+{
+    char want[48];
+    size_t n = (size_t)snprintf(want, sizeof(want), "Fl %s", opt);
+
+    for (const char *s = page; (s = strstr(s, want)) != NULL; s++)
+        if (s[n] == ' ' || s[n] == '\n' || s[n] == ',')
+            return true;
+    return false;
+}
+
+/* Every option --help prints ("  -c FILE", "  --mode MODE", "  -h, --help")
+ * is an `Fl` of the page. */
+static void options_documented(const char *const argv[], const char *page_path)
+{
+    static char help[16384];
+    const char *page = slurp(page_path);
+    struct proc p;
+    char *line, *save = NULL;
+    int seen = 0;
+
+    cr_assert_eq(run(&p, argv, help, sizeof(help)), 0, "%s", p.log);
+    for (line = strtok_r(help, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char *s = line;
+
+        while (*s == ' ')
+            s++;
+        if (s == line || *s != '-')
+            continue;              /* usage line, or a continuation */
+        while (*s == '-') {
+            char opt[32];
+            size_t n = strcspn(s, " ,:");
+
+            snprintf(opt, sizeof(opt), "%.*s", (int)n, s);
+            cr_expect(has_flag(page, opt + 1), "%s is not in %s", opt, page_path);
+            seen++;
+            s += n;
+            if (strncmp(s, ", ", 2) != 0)
+                break;
+            s += 2;
+        }
+    }
+    cr_assert_gt(seen, 4, "no options found in the help: %s", help);
+}
+
+Test(tidepool, every_option_of_help_is_in_its_page)
+{
+    const char *server[] = { BIN, "-h", NULL };
+    const char *stress[] = { TP_BIN_DIR "/tidepool-stress", "--help", NULL };
+
+    options_documented(server, pages[0]);
+    options_documented(stress, pages[2]);
 }
