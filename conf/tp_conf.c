@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -336,12 +337,26 @@ static int fail(struct parser *p, const char *file, int line, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 static int fail(struct parser *p, const char *file, int line, const char *fmt, ...)
 {
-    char msg[384];
+    char raw[384], msg[384];
+    size_t i, n = 0;
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    /* One line, whatever the file held: control bytes of a quoted word
+     * are shown escaped (found by tests/fuzz/fuzz_conf.c). */
+    for (i = 0; raw[i] != '\0' && n + 5 < sizeof(msg); i++) {
+        unsigned char c = (unsigned char)raw[i];
+
+        if (c == '\n')
+            n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\\n");
+        else if (c < 0x20 || c == 0x7f)
+            n += (size_t)snprintf(msg + n, sizeof(msg) - n, "\\x%02x", c);
+        else
+            msg[n++] = (char)c;
+    }
+    msg[n] = '\0';
     if (line > 0)
         snprintf(p->err, p->errlen, "%s:%d: %s", file, line, msg);
     else
@@ -984,18 +999,28 @@ static int read_file(struct parser *p, const char *path, struct lexer *lx,
                      int line_of_include, const char *includer)
 {
     const char *file = includer ? includer : path;
-    FILE *f = fopen(path, "rb");
+    /* Looked at before it is read: a device (/dev/zero, a tty) or socket
+     * is refused rather than read, a pipe (-c <(generate)) is read once
+     * opened the ordinary way, which waits for its writer. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = NULL;
     struct stat sb;
     size_t cap = 64 * 1024, n;
 
+    if (fd >= 0 && fstat(fd, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        close(fd);
+        fd = -1;
+        if (!S_ISFIFO(sb.st_mode))
+            return fail(p, file, includer ? line_of_include : 0, "cannot read \"%s\": it is %s",
+                        path, S_ISDIR(sb.st_mode) ? "a directory" : "not a file or a pipe");
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd >= 0 && (f = fdopen(fd, "rb")) == NULL)
+        close(fd);
     if (f == NULL && includer == NULL)
         return fail(p, file, 0, "cannot open: %s", strerror(errno));
     if (f == NULL)
         return fail(p, file, line_of_include, "cannot open \"%s\": %s", path, strerror(errno));
-    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fclose(f);
-        return fail(p, file, line_of_include, "cannot read \"%s\": it is a directory", path);
-    }
     lx->len = 0;
     lx->text = NULL;
     for (;;) {

@@ -526,3 +526,18 @@ Test(conf, processes_and_the_ports_they_share)
     expect_error("processes 2;\nlisten 127.0.0.1:7000;\n\nlisten 127.0.0.1:0;\n", 4,
                  "port 0 cannot be shared by several processes");
 }
+
+Test(conf, a_device_is_refused_not_read)
+{
+    /* /dev/zero would be read up to the size limit, a tty would wait for
+     * input: neither is a conf. */
+    expect_error("listen 7000;\n\ninclude /dev/zero;\n", 3, "\"/dev/zero\": it is not a file or a pipe");
+}
+
+Test(conf, an_error_is_one_line_whatever_the_file_holds)
+{
+    /* A quoted word spanning lines, then the missing ';' that quotes it back. */
+    cr_assert_eq(load("listen \"127.0.0.1:7000 {\nx\ty\" oops\n"), -1);
+    cr_assert_null(strchr(err, '\n'), "a newline in the error: %s", err);
+    cr_assert_not_null(strstr(err, "7000 {\\nx\\x09y"), "shown escaped: %s", err);
+}
