@@ -537,7 +537,7 @@ Test(conf, a_device_is_refused_not_read)
 Test(conf, an_error_is_one_line_whatever_the_file_holds)
 {
     /* A quoted word spanning lines, then the missing ';' that quotes it back. */
-    cr_assert_eq(load("listen \"127.0.0.1:7000 {\nx\ty\" oops\n"), -1);
+    cr_assert_eq(load("listen \"127.0.0.1:7000 {\n\ty\nerror_log \" x;\n"), -1);
     cr_assert_null(strchr(err, '\n'), "a newline in the error: %s", err);
-    cr_assert_not_null(strstr(err, "7000 {\\nx\\x09y"), "shown escaped: %s", err);
+    cr_assert_not_null(strstr(err, "7000 {\\n\\x09y\\nerror_log"), "shown escaped: %s", err);
 }
