@@ -31,6 +31,8 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     memset(l, 0, sizeof(*l));
     strcpy(l->app, "echo");
     l->framing = TP_FRAMING_LINE;
+    strcpy(l->http_body, "hello\n");
+    l->http_body_len = 6;
     l->max_message = 64 * 1024;
     l->idle_timeout_ms = 5 * 60 * 1000;
     l->read_timeout_ms = 60 * 1000;
@@ -72,9 +74,9 @@ void tp_conf_init(struct tp_conf *conf)
 
 const char *tp_conf_framing_name(enum tp_framing f)
 {
-    static const char *const names[] = { "line", "length", "raw" };
+    static const char *const names[] = { "line", "length", "raw", "http" };
 
-    return (unsigned)f < 3 ? names[f] : "?";
+    return (unsigned)f < 4 ? names[f] : "?";
 }
 
 const char *tp_conf_log_level_name(enum tp_log_level l)
@@ -507,12 +509,13 @@ static int set_app(struct parser *p, const struct stmt *st, struct tp_listen_con
 
 static int set_framing(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
-    static const char *const names[] = { "line", "length", "raw", NULL };
+    static const char *const names[] = { "line", "length", "raw", "http", NULL };
     int i = pick(st->args[0], names);
 
     if (i < 0)
-        return bad_value(p, st, 0, "line, length or raw");
+        return bad_value(p, st, 0, "line, length, raw or http");
     l->framing = (enum tp_framing)i;
+    l->framing_line = st->line;
     return 0;
 }
 
@@ -523,6 +526,17 @@ static int set_max_message(struct parser *p, const struct stmt *st, struct tp_li
     if (get_size(p, st, 1, 64u << 20, "a size from 1 to 64m", &v) < 0)
         return -1;
     l->max_message = (uint32_t)v;
+    return 0;
+}
+
+static int set_http_body(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    size_t n = strlen(st->args[0]);
+
+    if (n > TP_CONF_HTTP_BODY_MAX)
+        return bad_value(p, st, 0, "a body of at most 4096 bytes");
+    memcpy(l->http_body, st->args[0], n + 1);
+    l->http_body_len = (uint32_t)n;
     return 0;
 }
 
@@ -591,6 +605,7 @@ static const struct directive directives[] = {
     { "lingering_timeout", CTX_LISTEN, 1, 1, set_lingering_timeout,
       "lingering_timeout TIME;", 9 },
     { "lingering_max", CTX_LISTEN, 1, 1, set_lingering_max, "lingering_max SIZE;", 10 },
+    { "http_body", CTX_LISTEN, 1, 1, set_http_body, "http_body TEXT;", 11 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
