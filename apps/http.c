@@ -180,10 +180,14 @@ static int http_batch(struct tp_call *call, char *data, size_t len)
     char *to;
 
     while (pos < len) {
+        /* Empty lines before a head are messages of their own (RFC 9112
+         * section 2.2 lets a server skip them); max counts from the head. */
+        if (data[pos] == '\n' || (data[pos] == '\r' && pos + 1 < len && data[pos + 1] == '\n')) {
+            pos += data[pos] == '\n' ? 1 : 2;
+            continue;
+        }
         tp_http_parser_init(&p);
         n = tp_http_parse(&p, data + pos, len - pos, st->max_head);
-        if (n == 0 && p.pos == len - pos)
-            break;                        /* empty lines after the last head */
         to = room(&rs, need);
         if (n <= 0) {
             /* n == 0 cannot happen (the framing cuts whole heads); answer it

@@ -47,8 +47,9 @@ static ssize_t next_length(const char *p, size_t n, uint32_t max, struct tp_fram
 /* HTTP: a request head ends at the first empty line after its first line;
  * an empty line before it is a message of its own (RFC 9112 section 2.2 lets
  * a server skip them; the app does). Lines end in '\n' or "\r\n". Only the
- * first max bytes are searched: a head with no end there, once more than max
- * bytes arrived, is cut as it is, for the app to answer 431. `from` is a
+ * first max bytes are searched: a head with no end there is cut at max + 1
+ * bytes, once they are in, for the app to answer 431 (a cut that does not
+ * depend on how the bytes arrived). `from` is a
  * line start after the first line, where an earlier search stopped, or 0;
  * *resume gets where this one stopped when it needs more. */
 static ssize_t next_http(const char *p, size_t n, size_t from, uint32_t max,
@@ -84,7 +85,7 @@ static ssize_t next_http(const char *p, size_t n, size_t from, uint32_t max,
 more:
     if (n > max) {
         *resume = 0;
-        return (ssize_t)(out->len = n);
+        return (ssize_t)(out->len = (size_t)max + 1);
     }
     return 0;
 }

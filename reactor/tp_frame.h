@@ -7,9 +7,9 @@
  *           "\r\n" line ends); an empty line before a head is a message of
  *           its own. Only the head: an app that takes a body must read it
  *           some other way (app http takes none). A head with no end in its
- *           first max bytes is cut as it is, once more than max bytes are
- *           in, so the app can answer it (431) rather than the connection
- *           being closed unanswered; never -EMSGSIZE.
+ *           first max bytes is cut at max + 1 bytes, once they are in, so
+ *           the app can answer it (431) rather than the connection being
+ *           closed unanswered; never -EMSGSIZE.
  *
  * max is the largest payload a message may have (http: the whole head). */
 #ifndef TP_FRAME_H
