@@ -173,12 +173,15 @@ static int finish(struct replies *rs, char *data, bool close)
 static int http_batch(struct tp_call *call, char *data, size_t len)
 {
     const struct http_state *st = tp_call_state(call);
-    struct replies rs = { .call = call };
+    struct replies rs;              /* not "= { ... }": that would zero out[] */
     struct tp_http_parser p;
     size_t pos = 0, need = HEAD_MAX + st->body_len;
     ssize_t n;
     char *to;
 
+    rs.call = call;
+    rs.used = 0;
+    rs.passed = rs.failed = false;
     while (pos < len) {
         /* Empty lines before a head are messages of their own (RFC 9112
          * section 2.2 lets a server skip them); max counts from the head. */
