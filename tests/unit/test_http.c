@@ -291,8 +291,22 @@ Test(http, malformed_request_line_is_400)
     expect_status("\x16\x03\x01\x02\x05\x01\xfc\x03\x03\n\n", 400);  /* TLS */
 }
 
+/* Expects in to be rejected with 400 for the reason named by why. */
+static void expect_why(const char *in, const char *why)
+{
+    struct tp_http_parser p;
+
+    tp_http_parser_init(&p);
+    cr_assert_eq(tp_http_parse(&p, in, strlen(in), MAX), -1, "accepted: \"%s\"", in);
+    cr_expect_eq(p.status, 400);
+    cr_expect(strstr(p.why, why) != NULL, "\"%s\": why \"%s\", want \"%s\"", in, p.why, why);
+}
+
 Test(http, malformed_fields_are_400)
 {
+    expect_why("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  2\r\n\r\n", "obs-fold");
+    expect_why("GET / HTTP/1.1\r\nHost : a\r\n\r\n", "whitespace between field name and colon");
+    expect_why("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", "bare CR");
     expect_status("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400);    /* space before ':' */
     expect_status("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", 400);
     expect_status("GET / HTTP/1.1\r\nHost: a\r\nX-Long: a\r\n  folded\r\n\r\n", 400);
