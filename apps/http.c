@@ -177,6 +177,7 @@ static int http_batch(struct tp_call *call, char *data, size_t len)
     struct tp_http_parser p;
     size_t pos = 0, need = HEAD_MAX + st->body_len;
     ssize_t n;
+    unsigned status;
     char *to;
 
     rs.call = call;
@@ -199,8 +200,8 @@ static int http_batch(struct tp_call *call, char *data, size_t len)
                                    p.req.method == TP_HTTP_HEAD, to);
             return finish(&rs, data, true);
         }
-        if (verdict(&p.req) != 0) {
-            rs.used += error_reply(verdict(&p.req), p.req.method == TP_HTTP_HEAD, to);
+        if ((status = verdict(&p.req)) != 0) {
+            rs.used += error_reply(status, p.req.method == TP_HTTP_HEAD, to);
             return finish(&rs, data, true);
         }
         rs.used += ok_reply(st, &p.req, to);
