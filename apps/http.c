@@ -31,7 +31,7 @@ struct http_state {
 
 /* The IMF-fixdate of RFC 9110 section 5.6.7, formatted once a second per
  * thread (each worker and the reactor keep their own: no lock). */
-static _Thread_local struct { time_t sec; char text[DATE_LEN + 1]; } date_cache = { -1, "" };
+static _Thread_local struct { time_t sec; char text[64]; } date_cache = { -1, "" };
 
 static const char *http_date(void)
 {
