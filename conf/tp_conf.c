@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -32,6 +31,8 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     memset(l, 0, sizeof(*l));
     strcpy(l->app, "echo");
     l->framing = TP_FRAMING_LINE;
+    strcpy(l->http_body, "hello\n");
+    l->http_body_len = 6;
     l->max_message = 64 * 1024;
     l->idle_timeout_ms = 5 * 60 * 1000;
     l->read_timeout_ms = 60 * 1000;
@@ -86,9 +87,9 @@ void tp_conf_init(struct tp_conf *conf)
 
 const char *tp_conf_framing_name(enum tp_framing f)
 {
-    static const char *const names[] = { "line", "length", "raw" };
+    static const char *const names[] = { "line", "length", "raw", "http" };
 
-    return (unsigned)f < 3 ? names[f] : "?";
+    return (unsigned)f < 4 ? names[f] : "?";
 }
 
 const char *tp_conf_log_level_name(enum tp_log_level l)
@@ -594,12 +595,13 @@ static int set_app(struct parser *p, const struct stmt *st, struct tp_listen_con
 
 static int set_framing(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
-    static const char *const names[] = { "line", "length", "raw", NULL };
+    static const char *const names[] = { "line", "length", "raw", "http", NULL };
     int i = pick(st->args[0], names);
 
     if (i < 0)
-        return bad_value(p, st, 0, "line, length or raw");
+        return bad_value(p, st, 0, "line, length, raw or http");
     l->framing = (enum tp_framing)i;
+    l->framing_line = st->line;
     return 0;
 }
 
@@ -610,6 +612,17 @@ static int set_max_message(struct parser *p, const struct stmt *st, struct tp_li
     if (get_size(p, st, 1, 64u << 20, "a size from 1 to 64m", &v) < 0)
         return -1;
     l->max_message = (uint32_t)v;
+    return 0;
+}
+
+static int set_http_body(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    size_t n = strlen(st->args[0]);
+
+    if (n > TP_CONF_HTTP_BODY_MAX)
+        return bad_value(p, st, 0, "a body of at most 4096 bytes");
+    memcpy(l->http_body, st->args[0], n + 1);
+    l->http_body_len = (uint32_t)n;
     return 0;
 }
 
@@ -778,6 +791,7 @@ static const struct directive directives[] = {
       "max_connections_per_ip N;", 11 },
     { "accept_rate_per_ip", CTX_LISTEN, 1, 1, set_accept_rate_per_ip,
       "accept_rate_per_ip RATE;", 12 },
+    { "http_body", CTX_LISTEN, 1, 1, set_http_body, "http_body TEXT;", 13 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -867,7 +881,7 @@ static int do_listen(struct parser *p, struct lexer *lx, const struct stmt *st, 
     struct tp_conf *c = p->conf;
     struct tp_listen_conf *l;
     struct block b = { CTX_LISTEN, NULL, NULL };
-    struct place seen[16];
+    struct place seen[32];
     size_t i;
 
     if (c->nlisten == TP_CONF_MAX_LISTEN)
@@ -999,24 +1013,17 @@ static int read_file(struct parser *p, const char *path, struct lexer *lx,
                      int line_of_include, const char *includer)
 {
     const char *file = includer ? includer : path;
-    /* Looked at before it is read: a device (/dev/zero, a tty) or socket
-     * is refused rather than read, a pipe (-c <(generate)) is read once
-     * opened the ordinary way, which waits for its writer. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    FILE *f = NULL;
+    /* Looked at before it is opened: a device (/dev/zero, a tty) or a
+     * socket is refused rather than read; a pipe (-c <(generate)) is read,
+     * its open waiting for the writer as usual. */
     struct stat sb;
+    FILE *f = NULL;
     size_t cap = 64 * 1024, n;
 
-    if (fd >= 0 && fstat(fd, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        close(fd);
-        fd = -1;
-        if (!S_ISFIFO(sb.st_mode))
-            return fail(p, file, includer ? line_of_include : 0, "cannot read \"%s\": it is %s",
-                        path, S_ISDIR(sb.st_mode) ? "a directory" : "not a file or a pipe");
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-    }
-    if (fd >= 0 && (f = fdopen(fd, "rb")) == NULL)
-        close(fd);
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISFIFO(sb.st_mode))
+        return fail(p, file, includer ? line_of_include : 0, "cannot read \"%s\": it is %s",
+                    path, S_ISDIR(sb.st_mode) ? "a directory" : "not a file or a pipe");
+    f = fopen(path, "rbe");
     if (f == NULL && includer == NULL)
         return fail(p, file, 0, "cannot open: %s", strerror(errno));
     if (f == NULL)
@@ -1212,6 +1219,9 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
         put_size(out, "send_buffer_max", l->send_buffer_max, "    ");
         put_time(out, "lingering_timeout", l->lingering_timeout_ms, "    ");
         put_size(out, "lingering_max", l->lingering_max, "    ");
+        fputs("    http_body ", out);
+        put_quoted(out, l->http_body);
+        fputs(";\n", out);
         fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
                 l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");
         for (j = 0; j < l->nacl; j++)

@@ -15,8 +15,9 @@
 #define TP_CONF_MAX_LISTEN 64
 #define TP_CONF_NAME_MAX 32
 #define TP_CONF_PATH_MAX 256
+#define TP_CONF_HTTP_BODY_MAX 4096
 
-enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW };
+enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW, TP_FRAMING_HTTP };
 enum tp_log_level { TP_LOG_ERROR, TP_LOG_WARN, TP_LOG_INFO, TP_LOG_DEBUG };
 
 #define TP_CONF_MAX_ACL 64
@@ -36,7 +37,8 @@ struct tp_listen_conf {
     struct sockaddr_storage addr;     /* parsed, port in network order */
     socklen_t addrlen;
     char app[TP_CONF_NAME_MAX];       /* default "echo" */
-    enum tp_framing framing;          /* default line */
+    enum tp_framing framing;          /* default line (the app's own, if it has one) */
+    int framing_line;                 /* line of the `framing` directive; 0 if not given */
     uint32_t max_message;             /* bytes of one message's payload; default 64k */
     uint32_t idle_timeout_ms;         /* default 5m */
     uint32_t read_timeout_ms;         /* partial message held this long closes; default 60s */
@@ -54,6 +56,8 @@ struct tp_listen_conf {
     uint32_t max_conns_per_ip;        /* open connections per source address; 0 = off */
     uint32_t accept_rate_per_ip;      /* new connections per minute per source
                                          address (burst: a second's worth); 0 = off */
+    char http_body[TP_CONF_HTTP_BODY_MAX + 1];  /* app http's body; default "hello\n" */
+    uint32_t http_body_len;
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
 };

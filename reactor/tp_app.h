@@ -34,6 +34,10 @@ enum {
 
 struct tp_app {
     const char *name;
+    /* Optional: the framings the app works with, as bits 1u << TP_FRAMING_x;
+     * 0: any. A listener that names no framing gets the lowest of them, and
+     * one that names another is refused (tidepool -t says where). */
+    unsigned framings;
     /* Optional. Once per listener before it serves, on the main thread;
      * *state is handed to every call (tp_call_state). Returns 0 or -errno. */
     int (*init)(void **state, const struct tp_listen_conf *conf);
@@ -72,6 +76,18 @@ void *tp_call_state(const struct tp_call *call);
 
 /* Appends a reply of len bytes to the sender. Returns 0 or -ENOMEM. */
 int tp_call_reply(struct tp_call *call, const void *data, size_t len);
+
+/* batch() only: how many bytes the batch's own buffer holds, data[0..len)
+ * and the room after it; 0 once a reply was made with tp_call_*(). An app
+ * that has read all it needs of the run may write its whole reply there,
+ * over the input, and hand it back with tp_call_keep(): no copy, no
+ * allocation. */
+size_t tp_call_room(const struct tp_call *call);
+
+/* batch() only: the reply is data[0..len) as the app wrote it (len at most
+ * tp_call_room()); return TP_APP_KEEP or TP_APP_CLOSE after it. Making
+ * another reply afterwards copies these bytes first, as for TP_APP_KEEP. */
+void tp_call_keep(struct tp_call *call, size_t len);
 
 /* Sends len bytes to connection `to` (after anything already queued for
  * it). Returns 0 or -ENOMEM. */

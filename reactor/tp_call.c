@@ -21,6 +21,7 @@ struct tp_call {
     struct tp_msg_list *out;
     struct tp_msg *reply;         /* bytes for the sender, not yet pushed */
     size_t kept;                  /* wire bytes [0, kept) of msg kept in place */
+    size_t keep_len;              /* batch(): tp_call_keep()'s length, or SIZE_MAX */
     bool copying;                 /* msg is no longer its own reply */
     bool failed;                  /* a reply could not be allocated */
 };
@@ -69,7 +70,20 @@ static void stop_keeping(struct tp_call *call)
     if (call->copying)
         return;
     call->copying = true;
+    if (call->keep_len != SIZE_MAX)
+        call->kept = call->keep_len;
     reply_raw(call, call->msg->data, call->kept);
+}
+
+size_t tp_call_room(const struct tp_call *call)
+{
+    return call->copying || call->msg->kind != TP_MSG_DATA ? 0 : call->msg->cap;
+}
+
+void tp_call_keep(struct tp_call *call, size_t len)
+{
+    if (!call->copying && call->msg->kind == TP_MSG_DATA && len <= call->msg->cap)
+        call->keep_len = len;
 }
 
 /* Builds a framed copy of data in a fresh message of the given kind. */
@@ -224,18 +238,28 @@ static int run_batch(struct tp_call *call, uint32_t *count)
     *count = (uint32_t)n;
     if (m->len == 0)
         return TP_APP_DONE;
+    call->keep_len = SIZE_MAX;
     r = env->app->batch(call, m->data, m->len);
-    if (r == TP_APP_KEEP && !call->copying)
+    if (call->keep_len != SIZE_MAX) {
+        /* tp_call_keep(): the rewritten buffer is the reply, whatever the
+         * verdict (TP_APP_CLOSE closes after it); if a reply was made after
+         * it, it was copied then. */
+        if (!call->copying)
+            call->kept = call->keep_len;
+        return r == TP_APP_CLOSE ? r : TP_APP_DONE;
+    }
+    if (r == TP_APP_KEEP && !call->copying) {
         call->kept = m->len;
-    else if (r == TP_APP_KEEP)
+    } else if (r == TP_APP_KEEP) {
         reply_raw(call, m->data, m->len);
+    }
     return r;
 }
 
 void tp_call_run(const struct tp_call_env *env, struct tp_msg *msg,
                  struct tp_msg_list *out)
 {
-    struct tp_call call = { .env = env, .msg = msg, .out = out };
+    struct tp_call call = { .env = env, .msg = msg, .out = out, .keep_len = SIZE_MAX };
     uint32_t count = 0;
     int r = TP_APP_DONE;
 

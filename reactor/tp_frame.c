@@ -44,10 +44,60 @@ static ssize_t next_length(const char *p, size_t n, uint32_t max, struct tp_fram
     return (ssize_t)len + 4;
 }
 
+/* HTTP: a request head ends at the first empty line after its first line;
+ * an empty line before it is a message of its own (RFC 9112 section 2.2 lets
+ * a server skip them; the app does). Lines end in '\n' or "\r\n". Only the
+ * first max bytes are searched: a head with no end there is cut at max + 1
+ * bytes, once they are in, for the app to answer 431 (a cut that does not
+ * depend on how the bytes arrived). `from` is a
+ * line start after the first line, where an earlier search stopped, or 0;
+ * *resume gets where this one stopped when it needs more. */
+static ssize_t next_http(const char *p, size_t n, size_t from, uint32_t max,
+                         struct tp_frame *out, size_t *resume)
+{
+    size_t lim = n < max ? n : max, i = from;
+    const char *nl;
+
+    *resume = 0;
+    if (n == 0 || (p[0] == '\r' && n == 1))
+        return 0;
+    out->off = 0;
+    if (p[0] == '\n' || (p[0] == '\r' && p[1] == '\n'))
+        return (ssize_t)(out->len = p[0] == '\n' ? 1 : 2);
+    if (i == 0) {
+        nl = memchr(p, '\n', lim);
+        if (nl == NULL)
+            goto more;                    /* the first line again next time */
+        i = (size_t)(nl - p) + 1;
+    }
+    /* i is a line start after the first line. */
+    while (i < lim) {
+        if (p[i] == '\n' || (p[i] == '\r' && i + 1 < lim && p[i + 1] == '\n')) {
+            out->len = i + (p[i] == '\n' ? 1 : 2);
+            return (ssize_t)out->len;
+        }
+        nl = memchr(p + i, '\n', lim - i);
+        if (nl == NULL)
+            break;
+        i = (size_t)(nl - p) + 1;
+    }
+    *resume = i;
+more:
+    if (n > max) {
+        *resume = 0;
+        return (ssize_t)(out->len = (size_t)max + 1);
+    }
+    return 0;
+}
+
 ssize_t tp_frame_next(enum tp_framing f, const char *p, size_t n, uint32_t max,
                       struct tp_frame *out)
 {
+    size_t resume;
+
     switch (f) {
+    case TP_FRAMING_HTTP:
+        return next_http(p, n, 0, max, out, &resume);
     case TP_FRAMING_LINE:
         return n == 0 ? 0 : next_line(p, n, 0, max, out);
     case TP_FRAMING_LENGTH:
@@ -90,6 +140,23 @@ static int advance_lines(const char *p, size_t n, uint32_t max,
     return n - cur->cut > max ? -EMSGSIZE : 0;
 }
 
+/* HTTP: a partial head is searched again from the line where the last
+ * search stopped, so a head that arrives a byte at a time costs one pass. */
+static int advance_http(const char *p, size_t n, uint32_t max, struct tp_frame_cursor *cur)
+{
+    struct tp_frame fr;
+    size_t resume;
+    ssize_t used;
+
+    while ((used = next_http(p + cur->cut, n - cur->cut, cur->scanned, max, &fr,
+                             &resume)) > 0) {
+        cur->cut += (uint32_t)used;
+        cur->scanned = 0;
+    }
+    cur->scanned = (uint32_t)resume;
+    return 0;
+}
+
 int tp_frame_advance(enum tp_framing f, const char *p, size_t n, uint32_t max,
                      struct tp_frame_cursor *cur)
 {
@@ -98,6 +165,8 @@ int tp_frame_advance(enum tp_framing f, const char *p, size_t n, uint32_t max,
 
     if (f == TP_FRAMING_LINE)
         return advance_lines(p, n, max, cur);
+    if (f == TP_FRAMING_HTTP)
+        return advance_http(p, n, max, cur);
     for (;;) {
         used = tp_frame_next(f, p + cur->cut, n - cur->cut, max, &fr);
         if (used <= 0)

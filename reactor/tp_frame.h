@@ -3,8 +3,15 @@
  *   line    a message ends with '\n' (kept on the wire, not in the payload)
  *   length  a 4-byte big-endian payload length, then the payload
  *   raw     whatever one read returned is one message (at most max bytes)
+ *   http    an HTTP/1.x request head, through its empty line ('\n' or
+ *           "\r\n" line ends); an empty line before a head is a message of
+ *           its own. Only the head: an app that takes a body must read it
+ *           some other way (app http takes none). A head with no end in its
+ *           first max bytes is cut at max + 1 bytes, once they are in, so
+ *           the app can answer it (431) rather than the connection being
+ *           closed unanswered; never -EMSGSIZE.
  *
- * max is the largest payload a message may have. */
+ * max is the largest payload a message may have (http: the whole head). */
 #ifndef TP_FRAME_H
 #define TP_FRAME_H
 

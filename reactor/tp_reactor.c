@@ -120,6 +120,11 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
     CDS_INIT_LIST_HEAD(&l->conns);
     CDS_INIT_LIST_HEAD(&l->idle);
     CDS_INIT_LIST_HEAD(&l->partial);
+    if (l->env.app->framings != 0 && !(l->env.app->framings & (1u << lc->framing))) {
+        snprintf(err, errlen, "%sapp %s does not work with framing %s", where,
+                 l->env.app->name, tp_conf_framing_name(lc->framing));
+        return -EINVAL;
+    }
     fd = tp_sock_listen(lc, &what);
     if (fd < 0) {
         snprintf(err, errlen, "%slisten %s: %s: %s", where, lc->addr_text, what,

@@ -112,7 +112,44 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-static int load_conf(const struct options *o, struct tp_conf *conf)
+/* Finds each listener's app and settles its framing: an app that works
+ * with some framings only gets the first of them by default, and a conf that
+ * names another is an error at the `framing` line. */
+static int resolve_apps(struct tp_conf *conf, const struct tp_app **apps)
+{
+    struct tp_listen_conf *l;
+    unsigned want, f;
+    size_t i;
+
+    for (i = 0; i < conf->nlisten; i++) {
+        l = &conf->listen[i];
+        apps[i] = tp_apps_find(l->app);
+        if (apps[i] == NULL) {
+            fprintf(stderr, "tidepool: unknown app \"%s\"\n", l->app);
+            return -1;
+        }
+        want = apps[i]->framings;
+        if (want == 0 || (want & (1u << l->framing)))
+            continue;
+        if (l->framing_line > 0) {
+            fprintf(stderr, "tidepool: %s:%d: framing %s does not work with app %s "
+                    "(it needs framing", l->file, l->framing_line,
+                    tp_conf_framing_name(l->framing), l->app);
+            for (f = 0; f < 32; f++)
+                if (want & (1u << f))
+                    fprintf(stderr, " %s", tp_conf_framing_name((enum tp_framing)f));
+            fprintf(stderr, ")\n");
+            return -1;
+        }
+        for (f = 0; !(want & (1u << f)); f++)
+            ;
+        l->framing = (enum tp_framing)f;
+    }
+    return 0;
+}
+
+static int load_conf(const struct options *o, struct tp_conf *conf,
+                     const struct tp_app **apps)
 {
     char err[512];
     const char *name = o->conf_path ? o->conf_path : "(built-in default)";
@@ -121,6 +158,11 @@ static int load_conf(const struct options *o, struct tp_conf *conf)
         tp_conf_init(conf);
     else if (tp_conf_load(conf, o->conf_path, tp_apps_names(), err, sizeof(err)) < 0) {
         fprintf(stderr, "tidepool: %s\n", err);
+        if (o->test_only)
+            fprintf(stderr, "tidepool: configuration file %s test failed\n", name);
+        return -1;
+    }
+    if (resolve_apps(conf, apps) < 0) {
         if (o->test_only)
             fprintf(stderr, "tidepool: configuration file %s test failed\n", name);
         return -1;
@@ -263,20 +305,6 @@ static int signals_fd(void)
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-static int resolve_apps(const struct tp_conf *conf, const struct tp_app **apps)
-{
-    size_t i;
-
-    for (i = 0; i < conf->nlisten; i++) {
-        apps[i] = tp_apps_find(conf->listen[i].app);
-        if (apps[i] == NULL) {
-            fprintf(stderr, "tidepool: unknown app \"%s\"\n", conf->listen[i].app);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static struct events events;
 
 /* One serving process: binds, drops root, runs the loop. index is 0 for
@@ -338,13 +366,11 @@ int main(int argc, char **argv)
 
     if (parse_args(argc, argv, &o) < 0)
         return 2;
-    if (load_conf(&o, &conf) < 0)
+    if (load_conf(&o, &conf, apps) < 0)
         return 1;
     if (o.test_only)
         return 0;
     log_level = conf.log_level;
-    if (resolve_apps(&conf, apps) < 0)
-        return 1;
     if ((rc = open_log(&conf)) < 0) {
         fprintf(stderr, "tidepool: error_log %s: %s\n", conf.error_log, strerror(-rc));
         return 1;

@@ -995,3 +995,122 @@ Test(tidepool, every_option_of_help_is_in_its_page)
     options_documented(server, pages[0]);
     options_documented(stress, pages[2]);
 }
+
+/* ---- app http ---- */
+
+static pid_t http_pid;     /* the server a tidepool_http test started, if any */
+
+static void http_teardown(void)
+{
+    if (http_pid > 0) {    /* a failed test still stops its server */
+        kill(http_pid, SIGKILL);
+        waitpid(http_pid, NULL, 0);
+        http_pid = 0;
+    }
+    teardown();
+}
+
+TestSuite(tidepool_http, .init = setup, .fini = http_teardown, .timeout = 60);
+
+/* Writes req on a new connection and reads until the server closes it
+ * (10 s at most). Returns what came back, NUL-terminated, in out. */
+static size_t http_exchange(uint16_t port, const char *req, char *out, size_t cap)
+{
+    int fd = dial(port);
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    long long deadline = now_ms() + 10000;
+    size_t got = 0;
+    ssize_t n;
+
+    cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    while (got < cap - 1 && now_ms() < deadline && poll(&pf, 1, 10000) > 0) {
+        n = read(fd, out + got, cap - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    out[got] = '\0';
+    cr_assert(now_ms() < deadline, "the server did not close: \"%s\"", out);
+    return got;
+}
+
+static int count_of(const char *s, const char *what)
+{
+    int n = 0;
+
+    for (; (s = strstr(s, what)) != NULL; s += strlen(what))
+        n++;
+    return n;
+}
+
+Test(tidepool_http, test_refuses_a_framing_app_http_cannot_use)
+{
+    char bad[PATH_MAX - 64], good[PATH_MAX];
+
+    snprintf(bad, sizeof(bad), "%s", put("bad.conf", "listen 127.0.0.1:7000 {\n    app http;\n"
+                                                     "    framing length;\n}\n"));
+    snprintf(good, sizeof(good), "%s", put("good.conf", "listen 127.0.0.1:7000 { app http; }\n"
+                                        "listen 127.0.0.1:7001 { app http; framing http;\n"
+                                        "  http_body \"up\\n\"; }\n"
+                                        "listen 127.0.0.1:7002 { app echo; framing http; }\n"));
+    const char *argv_bad[] = { BIN, "-t", "-c", bad, NULL },
+               *argv_good[] = { BIN, "-t", "-c", good, NULL };
+    struct proc p;
+    char out[256], want[PATH_MAX + 128];
+
+    cr_assert_eq(run(&p, argv_bad, out, sizeof(out)), 1, "%s", p.log);
+    snprintf(want, sizeof(want), "%s:3: framing length does not work with app http "
+             "(it needs framing http)", bad);
+    cr_expect(strstr(p.log, want) != NULL, "%s", p.log);
+    cr_expect(strstr(p.log, "test failed") != NULL, "%s", p.log);
+    cr_assert_eq(run(&p, argv_good, out, sizeof(out)), 0, "%s", p.log);
+    cr_expect(strstr(p.log, "test is successful") != NULL, "%s", p.log);
+}
+
+Test(tidepool_http, serves_http_keep_alive_close_pipelining_head_and_errors)
+{
+    struct proc p;
+    uint16_t port = start(&p, put("h.conf", "listen 127.0.0.1:0 {\n    app http;\n"
+                                            "    http_body \"e2e ok\\n\";\n"
+                                            "    max_message 1k;\n}\n"));
+    char out[65536], big[2048];
+    struct { const char *req; const char *status; } errors[] = {
+        { "GET /x HTTP/1.1\r\nHost : a\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n" },
+        { "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported\r\n" },
+        { "BREW / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 501 Not Implemented\r\n" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+          "HTTP/1.1 413 Content Too Large\r\n" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+          "HTTP/1.1 501 Not Implemented\r\n" },
+        { big, "HTTP/1.1 431 Request Header Fields Too Large\r\n" },
+    };
+    size_t i;
+
+    http_pid = p.pid;
+    /* Pipelined on one connection: GET, HEAD, then GET with close. */
+    http_exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                        "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
+                        "GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                        "GET /never HTTP/1.1\r\nHost: a\r\n\r\n", out, sizeof(out));
+    cr_expect_eq(count_of(out, "HTTP/1.1 200 OK\r\n"), 3, "%s", out);
+    cr_expect_eq(count_of(out, "Content-Length: 7\r\n"), 3, "%s", out);
+    cr_expect_eq(count_of(out, "\r\n\r\ne2e ok\n"), 2, "%s", out);   /* HEAD has none */
+    cr_expect_eq(count_of(out, "Connection: close\r\n"), 1, "%s", out);
+    cr_expect(strstr(out, "Date: ") != NULL && strstr(out, " GMT\r\n") != NULL, "%s", out);
+    /* HTTP/1.0 closes after its reply; the classic request ends in "\n\n". */
+    http_exchange(port, "GET / HTTP/1.0\n\n", out, sizeof(out));
+    cr_expect_eq(count_of(out, "HTTP/1.1 200 OK\r\n"), 1, "%s", out);
+    cr_expect(strstr(out, "Connection: close\r\n\r\ne2e ok\n") != NULL, "%s", out);
+    snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nHost: a\r\nCookie: %01500d\r\n\r\n", 0);
+    for (i = 0; i < sizeof(errors) / sizeof(errors[0]); i++) {
+        http_exchange(port, errors[i].req, out, sizeof(out));
+        cr_expect(strncmp(out, errors[i].status, strlen(errors[i].status)) == 0,
+                  "for \"%.40s\": \"%s\"", errors[i].req, out);
+        cr_expect(strstr(out, "Connection: close\r\n") != NULL, "%s", out);
+    }
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    http_pid = 0;
+    cr_expect(strstr(p.log, "(app http, framing http)") != NULL, "%s", p.log);
+}

@@ -228,3 +228,72 @@ Test(call, state_and_handle_are_the_listeners_and_the_connections)
     cr_assert_eq(r->kind, TP_MSG_DONE);
     tp_msg_free(r);
 }
+
+/* Rewrites the batch buffer as "<n messages>!" repeated to fill a length
+ * given by the batch's first byte ('0'+k: k * 10 bytes), and keeps it. */
+static int rewrite_batch(struct tp_call *call, char *data, size_t len)
+{
+    size_t want = (size_t)(data[0] - '0') * 10, i;
+    bool close_after = data[1] == 'c';
+
+    cr_assert_geq(tp_call_room(call), len);
+    if (want > tp_call_room(call))
+        return TP_APP_DONE;
+    for (i = 0; i < want; i++)
+        data[i] = (char)('a' + i % 26);
+    tp_call_keep(call, want);
+    return close_after ? TP_APP_CLOSE : TP_APP_DONE;
+}
+
+static const struct tp_app rewrite_app = { .name = "rewrite", .batch = rewrite_batch };
+
+Test(call, keep_makes_the_rewritten_batch_buffer_the_reply)
+{
+    struct tp_msg *m = batch("5\n", 2, 0), *r;
+    struct tp_msg_list out;
+
+    cr_assert_geq(m->cap, 50u);
+    run(&rewrite_app, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m, "no copy, no new buffer");
+    expect(r, TP_MSG_DONE, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwx", 50);
+    cr_assert(r->flags & TP_MSG_F_REPLY);
+    cr_assert(!(r->flags & TP_MSG_F_CLOSE));
+    cr_assert_null(tp_msg_list_pop(&out));
+    tp_msg_free(r);
+
+    m = batch("2c\n", 3, 0);                 /* the reply, then close */
+    run(&rewrite_app, TP_FRAMING_LINE, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_DONE, "abcdefghijklmnopqrst", 20);
+    cr_assert(r->flags & TP_MSG_F_REPLY);
+    cr_assert(r->flags & TP_MSG_F_CLOSE);
+    tp_msg_free(r);
+}
+
+/* keep, then a reply: both go out, in that order, the kept bytes copied. */
+static int keep_then_reply(struct tp_call *call, char *data, size_t len)
+{
+    memcpy(data, "first,", 6);
+    tp_call_keep(call, 6);
+    cr_assert_eq(tp_call_reply(call, "second", 6), 0);
+    cr_assert_eq(tp_call_room(call), 0);
+    return TP_APP_KEEP;
+}
+
+static const struct tp_app keep_reply_app = { .name = "keepreply", .batch = keep_then_reply };
+
+Test(call, a_reply_after_keep_copies_the_kept_bytes_first)
+{
+    struct tp_msg *m = batch("x\n", 2, 0), *r;
+    struct tp_msg_list out;
+
+    run(&keep_reply_app, TP_FRAMING_RAW, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_SEND, "first,second", 12);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m);
+    cr_assert(!(r->flags & TP_MSG_F_REPLY));
+    tp_msg_free(r);
+}

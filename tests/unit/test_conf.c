@@ -177,6 +177,35 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(a->backlog, b->backlog);
     cr_expect_eq(a->reuseport, b->reuseport);
     cr_expect_eq(a->tcp_nodelay, b->tcp_nodelay);
+    cr_expect_eq(a->http_body_len, b->http_body_len);
+    cr_expect_str_eq(a->http_body, b->http_body);
+}
+
+Test(conf, http_body_and_framing_http)
+{
+    const struct tp_listen_conf *l;
+
+    cr_assert_eq(load("listen 127.0.0.1:7001 {\n"
+                      "    app echo;\n"
+                      "    framing http;\n"
+                      "    http_body \"ok\\n{\\\"up\\\": true}\";\n"
+                      "}\n"
+                      "listen 127.0.0.1:7002 { http_body ''; }\n"
+                      "listen 127.0.0.1:7003;\n"), 0, "%s", err);
+    l = &conf.listen[0];
+    cr_expect_eq(l->framing, TP_FRAMING_HTTP);
+    cr_expect_eq(l->framing_line, 3);
+    cr_expect_str_eq(l->http_body, "ok\n{\"up\": true}");
+    cr_expect_eq(l->http_body_len, strlen("ok\n{\"up\": true}"));
+    cr_expect_eq(conf.listen[1].http_body_len, 0);
+    cr_expect_eq(conf.listen[1].framing_line, 0);
+    cr_expect_str_eq(conf.listen[2].http_body, "hello\n");
+    cr_expect_eq(conf.listen[2].http_body_len, 6);
+    expect_error("listen 7000 {\n\n http_body;\n}\n", 3, "\"http_body\" needs a value");
+    expect_error("listen 7000 {\n http_body a b;\n}\n", 2, "too many values for \"http_body\"");
+    expect_error("listen 7000 {\n http_body a;\n http_body b;\n}\n", 3,
+                 "\"http_body\" is duplicate");
+    expect_error("http_body a;\nlisten 7000;\n", 1, "not allowed outside a listen block");
 }
 
 Test(conf, every_directive)
@@ -296,7 +325,7 @@ Test(conf, bad_values)
     expect_error("log_level loud;\nlisten 7000;\n", 1, "error, warn, info or debug");
     expect_error("shutdown_timeout 5x;\nlisten 7000;\n", 1, "a time");
     expect_error("queue_max 1k;\nlisten 7000;\n", 1, "queue_max");
-    expect_error("listen 7000 {\n framing lines;\n}\n", 2, "line, length or raw");
+    expect_error("listen 7000 {\n framing lines;\n}\n", 2, "line, length, raw or http");
     expect_error("listen 7000 {\n max_message 0;\n}\n", 2, "max_message");
     expect_error("listen 7000 {\n max_message 65m;\n}\n", 2, "max_message");
     expect_error("listen 7000 {\n send_buffer_max 1k;\n}\n", 2, "send_buffer_max");
@@ -483,7 +512,7 @@ Test(conf, dump_loads_back_to_the_same_values)
                       "  lingering_timeout 2s;\n  lingering_max 1m;\n  backlog 16;\n"
                       "  reuseport on;\n  tcp_nodelay off;\n  allow 2001:db8::/32;\n"
                       "  deny 10.0.0.0/8;\n  allow all;\n  max_connections_per_ip 7;\n"
-                      "  accept_rate_per_ip 90/m;\n}\n"
+                      "  accept_rate_per_ip 90/m;\n  http_body \"hi \\\"there\\\"\\n\";\n}\n"
                       "listen 127.0.0.1:7002;\n"), 0, "%s", err);
     first = conf;
     mem = open_memstream(&text, &len);
@@ -507,6 +536,7 @@ Test(conf, dump_loads_back_to_the_same_values)
         memset(a.file, 0, sizeof(a.file));
         memset(b.file, 0, sizeof(b.file));
         a.line = b.line = 0;
+        a.framing_line = b.framing_line = 0;
         cr_expect(memcmp(&a, &b, sizeof(a)) == 0, "listen %zu differs after the dump:\n%s", i, text);
     }
     free(text);

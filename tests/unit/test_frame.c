@@ -227,3 +227,74 @@ Test(frame, wrap_adds_the_framing_a_reply_needs)
     tp_frame_wrap(TP_FRAMING_RAW, 5, head, &hl, &tail, &tl);
     cr_assert_eq(hl + tl, 0);
 }
+
+Test(frame, http_split_at_every_byte_finds_every_head)
+{
+    const char in[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"     /* 27 */
+                      "\r\n"                                  /* an empty line: 2 */
+                      "GET /b HTTP/1.0\n\n"                   /* 17 */
+                      "HEAD / HTTP/1.1\nHost: b\r\n\n"        /* 26 */
+                      "GET /partial HTTP/1.1\r\nHo";
+
+    check_every_split(TP_FRAMING_HTTP, in, sizeof(in) - 1, 4, 72);
+}
+
+Test(frame, http_head_ends_at_its_first_empty_line)
+{
+    struct tp_frame fr;
+
+    cr_assert_eq(tp_frame_next(TP_FRAMING_HTTP, "GET / HTTP/1.0\r\n\r\nX", 19, 100, &fr), 18);
+    cr_expect_eq(fr.off, 0);
+    cr_expect_eq(fr.len, 18);
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, "\n", 1, 100, &fr), 1);
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, "\r\n", 2, 100, &fr), 2);
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, "\r", 1, 100, &fr), 0);
+    /* "\r\r\n" is not an empty line: the parser will refuse it. */
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, "A\n\r\r\nB\n\n", 8, 100, &fr), 8);
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, "A\nB\r\n\r", 7, 100, &fr), 0);
+}
+
+Test(frame, http_head_over_max_is_cut_at_max_plus_one_for_the_app_to_answer)
+{
+    const char *in = "GET / HTTP/1.1\r\nHost: abcdefgh\r\n\r\n";
+    struct tp_frame_cursor cur = { 0, 0 };
+    struct tp_frame fr;
+
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, in, 20, 20, &fr), 0);
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, in, 21, 20, &fr), 21);
+    /* An end past max does not count: the head is too long. */
+    cr_expect_eq(tp_frame_next(TP_FRAMING_HTTP, in, strlen(in), 20, &fr), 21);
+    cr_assert_eq(tp_frame_advance(TP_FRAMING_HTTP, in, 30, 20, &cur), 0);
+    cr_expect_eq(cur.cut, 21);
+    cr_expect_eq(tp_frame_count(TP_FRAMING_HTTP, in, 30, 20), 1);
+}
+
+/* Fed a byte at a time, the cursor's resumed search cuts where a search
+ * from scratch does, at every length. */
+Test(frame, http_advance_resumes_where_it_stopped)
+{
+    const char in[] = "GET / HTTP/1.1\r\nHost: a\r\nX: \r\r\n\r\n\nGET / HTTP/1.1\r\nA: b\n\r\n"
+                      "GET / HTTP/1.1\r\n\r";
+    size_t n = sizeof(in) - 1, i;
+    struct tp_frame_cursor cur = { 0, 0 };
+
+    for (i = 0; i <= n; i++) {
+        struct tp_frame_cursor fresh = { 0, 0 };
+
+        cr_assert_eq(tp_frame_advance(TP_FRAMING_HTTP, in, i, 1000, &cur), 0);
+        cr_assert_eq(tp_frame_advance(TP_FRAMING_HTTP, in, i, 1000, &fresh), 0);
+        cr_assert_eq(cur.cut, fresh.cut, "length %zu: cut %u, from scratch %u", i, cur.cut,
+                     fresh.cut);
+    }
+    cr_expect_eq(cur.cut, 57);
+}
+
+Test(frame, http_wraps_nothing)
+{
+    char head[4], tail;
+    size_t hl = 9, tl = 9;
+
+    tp_frame_wrap(TP_FRAMING_HTTP, 10, head, &hl, &tail, &tl);
+    cr_expect_eq(hl, 0);
+    cr_expect_eq(tl, 0);
+}
