@@ -57,9 +57,16 @@ struct tp_server {
     int stop_state;               /* reactor: how far shutdown has gone */
     int64_t stop_deadline_ms;
     int64_t last_accept_warn_ms;
+    int64_t next_tick_ms;         /* opts.tick_ms: when TP_SERVER_TICK is due */
 };
 
 #define log_(s, ...) tp_conns__log(&(s)->cs, __VA_ARGS__)
+
+static void tell(struct tp_server *s, enum tp_server_event ev)
+{
+    if (s->opts.event != NULL)
+        s->opts.event(s->opts.event_arg, ev, &s->cs.stats);
+}
 
 static int64_t clock_ms(void)
 {
@@ -341,6 +348,8 @@ static int wait_ms(struct tp_server *s)
     next = earliest(next, tp_conn__next_linger_check(&s->cs));
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0)
         next = earliest(next, s->stop_deadline_ms);
+    if (s->opts.tick_ms > 0)
+        next = earliest(next, s->next_tick_ms);
     /* COARSE time runs up to a tick behind: round up so we never spin. */
     return next <= s->cs.now_ms ? 0 : (int)(next - s->cs.now_ms) + 1;
 }
@@ -378,6 +387,8 @@ static void begin_stop(struct tp_server *s, int level)
     if (level <= s->stop_state)
         return;
     close_listeners(s);
+    if (s->stop_state == STOP_NONE)
+        tell(s, TP_SERVER_STOPPING);
     if (level == STOP_GRACEFUL) {
         s->stop_state = STOP_GRACEFUL;
         s->stop_deadline_ms = s->cs.now_ms + s->conf->shutdown_timeout_ms;
@@ -527,6 +538,9 @@ int tp_server_run(tp_server_t *s)
     int n, i;
 
     log_start(s);
+    s->cs.now_ms = clock_ms();
+    s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
+    tell(s, TP_SERVER_READY);
     while (!finished(s)) {
         n = epoll_wait(s->cs.epfd, ev, MAX_EVENTS, wait_ms(s));
         if (n < 0 && errno != EINTR)
@@ -537,6 +551,10 @@ int tp_server_run(tp_server_t *s)
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);
         turn(s, pool_ready);
+        if (s->opts.tick_ms > 0 && s->cs.now_ms >= s->next_tick_ms) {
+            s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
+            tell(s, TP_SERVER_TICK);
+        }
     }
     log_stats(s);
     return 0;

@@ -22,6 +22,17 @@ typedef struct tp_server tp_server_t;
  * trailing newline. Called on the thread that runs tp_server_run(). */
 typedef void tp_log_fn(void *arg, enum tp_log_level level, const char *msg);
 
+/* What the loop tells its owner as it goes, for a service manager
+ * (systemd's sd_notify in the tidepool binary). Called on the loop's thread
+ * with the counters as they are then. */
+enum tp_server_event {
+    TP_SERVER_READY,     /* every listener is bound; serving starts now */
+    TP_SERVER_TICK,      /* every tick_ms while the loop runs: it is alive */
+    TP_SERVER_STOPPING,  /* a stop has begun: listeners are closed */
+};
+struct tp_stats;
+typedef void tp_event_fn(void *arg, enum tp_server_event ev, const struct tp_stats *st);
+
 struct tp_server_opts {
     const struct tp_app *const *apps;  /* apps[i] serves conf->listen[i] */
     tp_log_fn *log;                    /* NULL: no log */
@@ -31,6 +42,9 @@ struct tp_server_opts {
     bool workers_only;                 /* every message to a worker, however
                                           cheap (tests of the hand-off); false:
                                           cheap work runs on the reactor */
+    tp_event_fn *event;                /* NULL: nobody listens */
+    void *event_arg;
+    uint32_t tick_ms;                  /* TP_SERVER_TICK period; 0 = none */
 };
 
 /* Counters; the reactor writes them, any thread may read a snapshot. */

@@ -14,6 +14,7 @@
 
 #include "tp_apps.h"
 #include "tp_conf.h"
+#include "tp_notify.h"
 #include "tp_reactor.h"
 
 #define RESERVED_FDS 96   /* listeners, epoll, eventfds, stdio, logs, and
@@ -180,7 +181,9 @@ int main(int argc, char **argv)
 {
     static struct tp_conf conf;
     const struct tp_app *apps[TP_CONF_MAX_LISTEN];
-    struct tp_server_opts opts = { .apps = apps, .log = log_line };
+    static struct tp_notify notify;
+    struct tp_server_opts opts = { .apps = apps, .log = log_line,
+                                   .event = tp_notify_event, .event_arg = &notify };
     struct options o = { 0 };
     char err[512];
     tp_server_t *srv;
@@ -196,6 +199,7 @@ int main(int argc, char **argv)
     if (resolve_apps(&conf, apps) < 0)
         return 1;
     fit_fd_limit(&conf);
+    opts.tick_ms = tp_notify_init(&notify, log_line, NULL);
     opts.signal_fd = signals_fd();
     if (opts.signal_fd < 0) {
         fprintf(stderr, "tidepool: signalfd: %s\n", strerror(errno));

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -476,4 +477,113 @@ Test(tidepool, builtin_default_serves_port_7000)
     echo_once(7000, "hello\n");
     kill(p.pid, SIGTERM);
     cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+}
+
+/* ---- systemd: the notify protocol and the unit ---- */
+
+/* The service manager's end of sd_notify: a datagram socket in dir. */
+static int notify_socket(char *path, size_t cap)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    cr_assert_geq(fd, 0);
+    snprintf(path, cap, "%s/notify.sock", dir);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
+    return fd;
+}
+
+/* Reads datagrams until one contains want; returns it in buf, or false
+ * after ms. */
+static bool wait_notify(int fd, const char *want, int ms, char *buf, size_t cap)
+{
+    long long deadline = now_ms() + ms;
+
+    for (;;) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        long long left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return false;
+        n = recv(fd, buf, cap - 1, 0);
+        if (n < 0)
+            return false;
+        buf[n] = '\0';
+        if (strstr(buf, want) != NULL)
+            return true;
+    }
+}
+
+Test(tidepool, tells_systemd_ready_status_watchdog_and_stopping)
+{
+    char path[PATH_MAX], msg[512];
+    int nfd = notify_socket(path, sizeof(path)), fd;
+    struct proc p;
+    uint16_t port;
+
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "200000", 1);     /* WATCHDOG=1 every 100 ms */
+    port = start(&p, put("t.conf", "listen 127.0.0.1:0;\n"));
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+
+    cr_assert(wait_notify(nfd, "READY=1", 5000, msg, sizeof(msg)), "no READY=1: %s", p.log);
+    cr_expect(strstr(msg, "STATUS=serving, 0 connections") != NULL, "%s", msg);
+    echo_once(port, "ready means served\n");    /* READY came after the bind */
+
+    /* The watchdog keeps coming from the loop while it is idle. */
+    for (int i = 0; i < 3; i++)
+        cr_assert(wait_notify(nfd, "WATCHDOG=1", 1000, msg, sizeof(msg)),
+                  "watchdog %d did not come within 1 s", i);
+
+    /* STATUS= follows the open connections. */
+    fd = dial(port);
+    cr_assert(wait_notify(nfd, "STATUS=serving, 1 connections", 3000, msg, sizeof(msg)),
+              "STATUS did not show the connection: last \"%s\"", msg);
+
+    kill(p.pid, SIGTERM);
+    cr_assert(wait_notify(nfd, "STOPPING=1", 3000, msg, sizeof(msg)), "%s", p.log);
+    cr_expect(strstr(msg, "STATUS=stopping: finishing 1 connections") != NULL, "%s", msg);
+    close(fd);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    close(nfd);
+}
+
+Test(tidepool, without_notify_socket_nothing_is_sent)
+{
+    char path[PATH_MAX], msg[512];
+    int nfd = notify_socket(path, sizeof(path));
+    struct proc p;
+
+    /* A NOTIFY_SOCKET that is not in the environment is never written:
+     * the socket exists, the server just was not told about it. */
+    unsetenv("NOTIFY_SOCKET");
+    start(&p, put("t.conf", "listen 127.0.0.1:0;\n"));
+    cr_expect_not(wait_notify(nfd, "=", 300, msg, sizeof(msg)), "got \"%s\"", msg);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    close(nfd);
+}
+
+Test(tidepool, systemd_unit_passes_systemd_analyze_verify)
+{
+    char out[8192], cmd[PATH_MAX + 64];
+    FILE *f;
+    size_t n;
+    int rc;
+
+    /* The unit as configured with this build's paths: verify checks that
+     * the commands exist. It exits 0 even on unknown keys, so any output
+     * at all is a failure. */
+    snprintf(cmd, sizeof(cmd), "systemd-analyze verify --man=no %s/tests/tidepool-build.service 2>&1",
+             TP_BIN_DIR);
+    f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    rc = pclose(f);
+    cr_assert_eq(rc, 0, "systemd-analyze failed (is the systemd package installed?): %s", out);
+    cr_assert_eq(n, 0, "systemd-analyze verify complained:\n%s", out);
 }
