@@ -274,6 +274,9 @@ static void print_notes(const struct tp_stress_result *r, rlim_t fd_limit)
     if (r->notes & TP_STRESS_NOTE_ADDRNOTAVAIL)
         fprintf(stderr, PROG ": note: out of local ports (EADDRNOTAVAIL; TIME_WAIT after "
                 "many closes?): use --src 127.0.0.1-127.0.0.8 or fewer connections\n");
+    if (r->notes & TP_STRESS_NOTE_PREFIXED)
+        fprintf(stderr, PROG ": note: some lines had the tool's mark after other text "
+                "(the room's chat_prefix?): --foreign skip drops such prefixes\n");
     if (r->notes & TP_STRESS_NOTE_ERRNO)
         fprintf(stderr, PROG ": note: errors counted as other began with: %s\n",
                 strerror(r->other_errno));
@@ -583,8 +586,9 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
     for (i = 0; i < r.ndetails; i++)
         fprintf(stderr, PROG ": %s\n", r.details[i]);
     if (r.details_dropped > 0)
-        fprintf(stderr, PROG ": ... and %llu more mismatching connections\n",
-                (unsigned long long)r.details_dropped);
+        fprintf(stderr, PROG ": ... and %llu more %s\n",
+                (unsigned long long)r.details_dropped,
+                o->mode == TP_STRESS_CHAT ? "mismatches" : "mismatching connections");
     if (m.probe != NULL && pr.first_err[0] != '\0')
         fprintf(stderr, PROG ": %s (first probe failure)\n", pr.first_err);
     print_notes(&r, fd_limit);

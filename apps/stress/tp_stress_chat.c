@@ -38,6 +38,7 @@
 #define FOREIGN_ROOM 1024u                   /* --foreign skip: prefix bytes allowed */
 #define REPLY_ROOM 1024u                     /* a publisher's carry: replies, errors */
 #define SLACK_NS (2000 * MS)                 /* the engine's deadline past the phases */
+#define JOIN_EVERY_NS (100 * MS)             /* line: join lines again until the release */
 
 enum { ROLE_SENDER = 1u << 31 };             /* role bit: a publisher (resp) */
 
@@ -94,7 +95,8 @@ struct tp_stress_chat_conn {
 struct tp_stress_chat_worker {
     int kick_fd;
     atomic_bool kicked;          /* set by other threads before they write kick_fd */
-    bool started, join_sent;
+    bool started;
+    uint64_t next_join;          /* line: when members 0 and 1 say hello again */
     uint32_t carry_cap;
     struct tp_stress_chat_conn *cc;     /* nconns */
     struct tp_stress_order *orders;     /* nconns * senders */
@@ -436,18 +438,14 @@ static void on_join(struct worker *w, struct conn *c, uint32_t j, const char *p,
     struct tp_stress_chat_conn *cc = c->chat;
     uint8_t need = cc->member == 0 ? 2 : cc->member == 1 ? 1 : 3;
 
-    if (j == cc->member) {
-        w->n.err[TP_STRESS_ERR_OWN_ECHO]++;
-        return;
-    }
     if (j > 1 || chat_of(w)->resp) {
         mismatch(w, c, "a join line from no member that sends one", p, len);
         return;
     }
-    if (cc->join_seen & (1u << j)) {
-        w->n.err[TP_STRESS_ERR_DUPLICATE]++;
-        return;
-    }
+    /* Join lines go out again and again until the release: more than one
+     * is no error, nor is one after it; its own back is, once. */
+    if (j == cc->member && !(cc->join_seen & (1u << j)))
+        w->n.err[TP_STRESS_ERR_OWN_ECHO]++;
     cc->join_seen |= (uint8_t)(1u << j);
     if ((cc->join_seen & need) == need)
         set_ready(w, cc, now);
@@ -470,6 +468,8 @@ static void on_line(struct worker *w, struct conn *c, const char *p, size_t len,
         len -= (size_t)at;
     }
     if (tp_stress_line_parse(p, len, w->o->size, w->o->verify, &l) < 0) {
+        if (!w->o->skip_foreign && tp_stress_line_find(p, len) > 0)
+            w->notes |= TP_STRESS_NOTE_PREFIXED;
         mismatch(w, c, len + 1 == w->o->size ? "a line not as sent" : "a line of another length",
                  p, len);
         return;
@@ -825,7 +825,10 @@ void tp_stress__chat_closing(struct worker *w, struct conn *c, uint64_t now)
         sender_done(w, c, now);
 }
 
-/* Line: once every connect has settled, members 0 and 1 say hello. */
+/* Line: once every connect has settled, members 0 and 1 say hello, and again
+ * every JOIN_EVERY_NS until the release: a connect completes before the
+ * server has accepted it, so a member may not be in the room yet when the
+ * first hello goes out. */
 static void send_joins(struct worker *w, uint64_t now)
 {
     char line[4096], *buf;
@@ -833,7 +836,6 @@ static void send_joins(struct worker *w, uint64_t now)
     struct conn *c;
     ssize_t n;
 
-    w->chat->join_sent = true;
     for (j = 0; j < w->nconns; j++) {
         c = &w->conns[j];
         if (c->chat->member > 1 || c->state != C_OPEN)
@@ -890,9 +892,15 @@ void tp_stress__chat_turn(struct worker *w, uint64_t now, uint64_t *wake)
     bool stop = atomic_load_explicit(&w->e->stop, memory_order_relaxed);
     uint32_t k;
 
-    if (!ch->resp && !cw->join_sent && atomic_load(&ch->settled) >= ch->total)
-        send_joins(w, now);
     rel = atomic_load(&ch->release_ns);
+    if (rel == 0 && !ch->resp && atomic_load(&ch->settled) >= ch->total) {
+        if (now >= cw->next_join) {
+            send_joins(w, now);
+            cw->next_join = now + JOIN_EVERY_NS;
+        }
+        if (cw->next_join < *wake)
+            *wake = cw->next_join;
+    }
     if (rel == 0) {
         join_deadline = w->e->start_ns + w->o->timeout_ns + ch->ramp_ns;
         if (stop && atomic_compare_exchange_strong(&ch->over_ns, &zero, now))

@@ -39,6 +39,7 @@ enum tp_stress_err tp_stress_err_of(int err);
 #define TP_STRESS_NOTE_EMFILE 1u         /* out of file descriptors */
 #define TP_STRESS_NOTE_ADDRNOTAVAIL 2u   /* out of local ports */
 #define TP_STRESS_NOTE_ERRNO 4u          /* other_errno says */
+#define TP_STRESS_NOTE_PREFIXED 8u       /* chat: our mark after other text */
 
 #define TP_STRESS_MAX_DETAILS 10         /* mismatch lines kept */
 
