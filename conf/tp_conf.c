@@ -234,6 +234,49 @@ int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l)
     return 0;
 }
 
+int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r)
+{
+    char host[64];
+    const char *slash = strchr(s, '/');
+    size_t hlen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned bits, i;
+    uint64_t v;
+
+    memset(r->addr, 0, sizeof(r->addr));
+    r->all = false;
+    if (strcmp(s, "all") == 0) {
+        r->all = true;
+        r->family = AF_UNSPEC;
+        r->prefix = 0;
+        return 0;
+    }
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, r->addr) == 1) {
+        r->family = AF_INET;
+        bits = 32;
+    } else if (inet_pton(AF_INET6, host, r->addr) == 1) {
+        r->family = AF_INET6;
+        bits = 128;
+    } else {
+        return -EINVAL;
+    }
+    if (slash != NULL) {
+        int n = parse_digits(slash + 1, bits, &v);
+
+        if (n < 0 || slash[1 + n] != '\0')
+            return -EINVAL;
+        bits = (unsigned)v;
+    }
+    r->prefix = (uint8_t)bits;
+    for (i = bits; i < (r->family == AF_INET ? 32u : 128u); i++)
+        if (r->addr[i / 8] & (0x80u >> (i % 8)))
+            return -EDOM;
+    return 0;
+}
+
 static bool same_addr(const struct tp_listen_conf *a, const struct tp_listen_conf *b)
 {
     const struct sockaddr_in *a4 = (const void *)&a->addr, *b4 = (const void *)&b->addr;
@@ -573,12 +616,105 @@ static int set_tcp_nodelay(struct parser *p, const struct stmt *st, struct tp_li
     return get_flag(p, st, &l->tcp_nodelay);
 }
 
+static int add_rule(struct parser *p, const struct stmt *st, struct tp_listen_conf *l,
+                    bool allow)
+{
+    struct tp_acl_rule *r = &l->acl[l->nacl];
+    int rc;
+
+    if (l->nacl == TP_CONF_MAX_ACL)
+        return fail(p, st->file, st->line, "too many allow/deny rules in one listen block "
+                    "(at most %d)", TP_CONF_MAX_ACL);
+    rc = tp_conf_parse_cidr(st->args[0], r);
+    if (rc == -EDOM)
+        return fail(p, st->file, st->arg_line[0], "\"%s %s\": the address has bits set "
+                    "past its prefix length", st->name, st->args[0]);
+    if (rc < 0)
+        return bad_value(p, st, 0, "an address, ADDRESS/PREFIX (10.0.0.0/8, 2001:db8::/32) "
+                         "or \"all\"");
+    r->allow = allow;
+    l->nacl++;
+    return 0;
+}
+
+static int set_allow(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return add_rule(p, st, l, true);
+}
+
+static int set_deny(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return add_rule(p, st, l, false);
+}
+
+static int set_max_conns_per_ip(struct parser *p, const struct stmt *st,
+                                struct tp_listen_conf *l)
+{
+    uint64_t v;
+    int n = parse_digits(st->args[0], 16u << 20, &v);
+
+    if (n < 0 || st->args[0][n] != '\0')
+        return bad_value(p, st, 0, "a number of connections (0 = no limit)");
+    l->max_conns_per_ip = (uint32_t)v;
+    return 0;
+}
+
+/* RATE: "20/s", "600/m", or "20" (per second); kept per minute. */
+static int set_accept_rate_per_ip(struct parser *p, const struct stmt *st,
+                                  struct tp_listen_conf *l)
+{
+    const char *s = st->args[0];
+    uint64_t v, per = 60;
+    int n = parse_digits(s, 1000000, &v);
+
+    if (n > 0 && strcmp(s + n, "/m") == 0)
+        per = 1;
+    else if (n > 0 && s[n] != '\0' && strcmp(s + n, "/s") != 0)
+        n = -1;
+    if (n < 0)
+        return bad_value(p, st, 0, "a rate such as 20/s or 600/m (0 = no limit)");
+    l->accept_rate_per_ip = (uint32_t)(v * per);
+    return 0;
+}
+
+static int resolve_path(const char *includer, const char *path, char *out, size_t outlen);
+
+static int set_error_log(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    const char *v = st->args[0];
+
+    if (strcmp(v, "stderr") == 0) {
+        p->conf->error_log[0] = '\0';
+        return 0;
+    }
+    if (v[0] == '\0' || resolve_path(st->file, v, p->conf->error_log,
+                                     sizeof(p->conf->error_log)) < 0)
+        return bad_value(p, st, 0, "a file name (relative to this file) or \"stderr\"");
+    return 0;
+}
+
+static int set_user(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    const char *v = st->args[0];
+    size_t i, n = strlen(v);
+
+    for (i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.'))
+            break;
+    if (n == 0 || n >= sizeof(p->conf->user) || i < n)
+        return bad_value(p, st, 0, "a user name");
+    memcpy(p->conf->user, v, n + 1);
+    return 0;
+}
+
 static const struct directive directives[] = {
     { "workers", CTX_MAIN, 1, 1, set_workers, "workers N|auto;", 0 },
     { "max_connections", CTX_MAIN, 1, 1, set_max_connections, "max_connections N;", 1 },
     { "log_level", CTX_MAIN, 1, 1, set_log_level, "log_level LEVEL;", 2 },
     { "shutdown_timeout", CTX_MAIN, 1, 1, set_shutdown_timeout, "shutdown_timeout TIME;", 3 },
     { "queue_max", CTX_MAIN, 1, 1, set_queue_max, "queue_max SIZE;", 4 },
+    { "error_log", CTX_MAIN, 1, 1, set_error_log, "error_log FILE|stderr;", 5 },
+    { "user", CTX_MAIN, 1, 1, set_user, "user NAME;", 6 },
     { "app", CTX_LISTEN, 1, 1, set_app, "app NAME;", 0 },
     { "framing", CTX_LISTEN, 1, 1, set_framing, "framing line|length|raw;", 1 },
     { "max_message", CTX_LISTEN, 1, 1, set_max_message, "max_message SIZE;", 2 },
@@ -591,6 +727,12 @@ static const struct directive directives[] = {
     { "lingering_timeout", CTX_LISTEN, 1, 1, set_lingering_timeout,
       "lingering_timeout TIME;", 9 },
     { "lingering_max", CTX_LISTEN, 1, 1, set_lingering_max, "lingering_max SIZE;", 10 },
+    { "allow", CTX_LISTEN, 1, 1, set_allow, "allow ADDRESS[/PREFIX]|all;", -1 },
+    { "deny", CTX_LISTEN, 1, 1, set_deny, "deny ADDRESS[/PREFIX]|all;", -1 },
+    { "max_connections_per_ip", CTX_LISTEN, 1, 1, set_max_conns_per_ip,
+      "max_connections_per_ip N;", 11 },
+    { "accept_rate_per_ip", CTX_LISTEN, 1, 1, set_accept_rate_per_ip,
+      "accept_rate_per_ip RATE;", 12 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -730,8 +872,8 @@ static int run_stmt(struct parser *p, struct lexer *lx, struct stmt *st, struct 
         return do_listen(p, lx, st, braced);
     if (strcmp(d->name, "include") == 0)
         return do_include(p, st, b);
-    if (check_duplicate(p, st, d, b) < 0)
-        return -1;
+    if (d->slot >= 0 && check_duplicate(p, st, d, b) < 0)
+        return -1;                  /* allow and deny repeat: the rules are a list */
     return d->set(p, st, b->listen);
 }
 
@@ -897,4 +1039,100 @@ int tp_conf_load(struct tp_conf *conf, const char *path,
                   "\"listen 127.0.0.1:7000 { app echo; }\"");
     free(p);
     return rc;
+}
+
+/* ---- writing a conf back out (tidepool -T) ---- */
+
+static void put_quoted(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', out);
+        if (*s == '\n')
+            fputs("\\n", out);
+        else if (*s == '\t')
+            fputs("\\t", out);
+        else
+            fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void put_size(FILE *out, const char *name, uint64_t v, const char *indent)
+{
+    static const char units[] = { 'g', 'm', 'k' };
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        uint64_t u = 1ull << (10 * (3 - i));
+
+        if (v != 0 && v % u == 0) {
+            fprintf(out, "%s%s %llu%c;\n", indent, name, (unsigned long long)(v / u), units[i]);
+            return;
+        }
+    }
+    fprintf(out, "%s%s %llu;\n", indent, name, (unsigned long long)v);
+}
+
+static void put_time(FILE *out, const char *name, uint32_t ms, const char *indent)
+{
+    if (ms != 0 && ms % 1000 == 0)
+        fprintf(out, "%s%s %us;\n", indent, name, ms / 1000);
+    else
+        fprintf(out, "%s%s %ums;\n", indent, name, ms);
+}
+
+static void put_rule(FILE *out, const struct tp_acl_rule *r)
+{
+    char text[INET6_ADDRSTRLEN];
+
+    if (r->all) {
+        fprintf(out, "    %s all;\n", r->allow ? "allow" : "deny");
+        return;
+    }
+    inet_ntop(r->family, r->addr, text, sizeof(text));
+    fprintf(out, "    %s %s/%u;\n", r->allow ? "allow" : "deny", text, r->prefix);
+}
+
+int tp_conf_dump(const struct tp_conf *conf, FILE *out)
+{
+    size_t i, j;
+
+    fprintf(out, "# the effective configuration: every directive, defaults included\n");
+    if (conf->workers < 0)
+        fprintf(out, "workers auto;\n");
+    else
+        fprintf(out, "workers %d;\n", conf->workers);
+    fprintf(out, "max_connections %u;\n", conf->max_connections);
+    fprintf(out, "log_level %s;\n", tp_conf_log_level_name(conf->log_level));
+    fputs("error_log ", out);
+    put_quoted(out, conf->error_log[0] != '\0' ? conf->error_log : "stderr");
+    fputs(";\n", out);
+    if (conf->user[0] != '\0')
+        fprintf(out, "user %s;\n", conf->user);
+    put_time(out, "shutdown_timeout", conf->shutdown_timeout_ms, "");
+    put_size(out, "queue_max", conf->queue_max, "");
+    for (i = 0; i < conf->nlisten; i++) {
+        const struct tp_listen_conf *l = &conf->listen[i];
+
+        fputs("\nlisten ", out);
+        put_quoted(out, l->addr_text);
+        fputs(" {\n    app ", out);
+        put_quoted(out, l->app);
+        fprintf(out, ";\n    framing %s;\n", tp_conf_framing_name(l->framing));
+        put_size(out, "max_message", l->max_message, "    ");
+        put_time(out, "idle_timeout", l->idle_timeout_ms, "    ");
+        put_time(out, "read_timeout", l->read_timeout_ms, "    ");
+        put_size(out, "send_buffer_max", l->send_buffer_max, "    ");
+        put_time(out, "lingering_timeout", l->lingering_timeout_ms, "    ");
+        put_size(out, "lingering_max", l->lingering_max, "    ");
+        fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
+                l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");
+        for (j = 0; j < l->nacl; j++)
+            put_rule(out, &l->acl[j]);
+        fprintf(out, "    max_connections_per_ip %u;\n    accept_rate_per_ip %u/m;\n}\n",
+                l->max_conns_per_ip, l->accept_rate_per_ip);
+    }
+    return ferror(out) ? -EIO : 0;
 }

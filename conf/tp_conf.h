@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define TP_CONF_MAX_LISTEN 64
@@ -17,6 +18,17 @@
 
 enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW };
 enum tp_log_level { TP_LOG_ERROR, TP_LOG_WARN, TP_LOG_INFO, TP_LOG_DEBUG };
+
+#define TP_CONF_MAX_ACL 64
+
+/* One `allow` or `deny` rule: peers whose first `prefix` bits are addr's. */
+struct tp_acl_rule {
+    bool allow;
+    bool all;                         /* "all": every peer, either family */
+    uint8_t family;                   /* AF_INET or AF_INET6 */
+    uint8_t prefix;                   /* 0..32 or 0..128 */
+    uint8_t addr[16];                 /* network order; bits past prefix are 0 */
+};
 
 /* One `listen ADDR:PORT { ... }` block. Times are in milliseconds, 0 = off. */
 struct tp_listen_conf {
@@ -36,6 +48,12 @@ struct tp_listen_conf {
     int backlog;                      /* listen(2) backlog; default 4096 */
     bool reuseport;                   /* default off */
     bool tcp_nodelay;                 /* default on */
+    struct tp_acl_rule acl[TP_CONF_MAX_ACL];  /* allow/deny in order; first match
+                                         wins, none matching allows */
+    uint32_t nacl;
+    uint32_t max_conns_per_ip;        /* open connections per source address; 0 = off */
+    uint32_t accept_rate_per_ip;      /* new connections per minute per source
+                                         address (burst: a second's worth); 0 = off */
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
 };
@@ -46,6 +64,8 @@ struct tp_conf {
     enum tp_log_level log_level;      /* default info */
     uint32_t shutdown_timeout_ms;     /* default 10s */
     uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
+    char error_log[TP_CONF_PATH_MAX]; /* log file; "" = stderr (default) */
+    char user[TP_CONF_NAME_MAX];      /* drop root to this user after binding; "" = stay */
     size_t nlisten;
     struct tp_listen_conf listen[TP_CONF_MAX_LISTEN];
 };
@@ -81,6 +101,16 @@ int tp_conf_parse_time(const char *s, uint32_t *out_ms);
  * into l->addr/addrlen and copies the text to l->addr_text. Returns 0 or
  * -EINVAL. */
 int tp_conf_parse_addr(const char *s, struct tp_listen_conf *l);
+
+/* Parses "10.0.0.0/8", "192.168.1.7" (/32), "2001:db8::/32", "::1" (/128) or
+ * "all" into r (r->allow is left alone). Returns 0, -EINVAL, or -EDOM if
+ * bits past the prefix are set ("10.0.0.1/8"). */
+int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r);
+
+/* Writes conf to out as a conf file that loads back to the same values:
+ * every directive with its effective value, defaults included, includes
+ * resolved (`tidepool -T`). Returns 0 or -errno. */
+int tp_conf_dump(const struct tp_conf *conf, FILE *out);
 
 /* Names for messages: "line", "info", ... */
 const char *tp_conf_framing_name(enum tp_framing f);

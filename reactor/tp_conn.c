@@ -571,6 +571,8 @@ static void close_fd(struct tp_conns *cs, struct tp_conn *c)
         release(cs, m);
     c->out_bytes = 0;
     count_close(cs, c);
+    tp_ip_release(c->ip);
+    c->ip = NULL;
     close(c->fd);           /* after the counters: a peer that sees EOF sees them */
     c->fd = -1;
 }
@@ -675,7 +677,8 @@ void tp_conn_close(struct tp_conns *cs, struct tp_conn *c, enum tp_close_reason 
 
 /* ---- events ---- */
 
-void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse)
+void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse,
+                   struct tp_ip_entry *ip)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
     struct tp_conn *c = NULL;
@@ -691,12 +694,14 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
                       l->name, strerror(errno));
         TP_STAT_ADD(cs, accept_errors, 1);
         close(fd);
+        tp_ip_release(ip);
         if (c != NULL)
             tp_table_put(&cs->table, c);
         return;
     }
     c->source = TP_SRC_CONN;
     c->fd = fd;
+    c->ip = ip;
     c->l = l;
     tp_msg_list_init(&c->out);
     c->active_ms = cs->now_ms;

@@ -45,6 +45,7 @@
 #include <stdint.h>
 #include <urcu/list.h>
 
+#include "tp_acl.h"
 #include "tp_call.h"
 #include "tp_conf.h"
 #include "tp_msg.h"
@@ -77,6 +78,7 @@ struct tp_listener {
     struct cds_list_head conns;   /* READING and FINISHING connections */
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
+    tp_ip_table_t *ips;           /* per source address limits; NULL if none */
 };
 
 typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg);
@@ -109,7 +111,8 @@ void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt
 
 /* Takes an accepted fd: a new READING connection, or with refuse (over
  * max_connections) one that only lingers. Closes fd if it cannot be set up. */
-void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse);
+void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse,
+                   struct tp_ip_entry *ip);
 
 /* Bytes one loop turn reads, over all connections; past them, connections
  * wait on the pending list, in the order they became readable, for the next

@@ -128,6 +128,11 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
     }
     l->fd = fd;
     l->port = tp_sock_port(fd);
+    if ((lc->max_conns_per_ip > 0 || lc->accept_rate_per_ip > 0) &&
+        (l->ips = tp_ip_table_create(lc->max_conns_per_ip, lc->accept_rate_per_ip)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     set_name(l);
     l->idle_slack_ms = lc->idle_timeout_ms / 16 < 1000 ? lc->idle_timeout_ms / 16 : 1000;
     if ((rc = watch(s, fd, l)) < 0) {
@@ -228,18 +233,55 @@ static void warn_accept(struct tp_server *s, struct tp_listener *l, const char *
     log_(s, TP_LOG_WARN, "%s: %s", l->name, why);
 }
 
+/* Whether l's rules and per-address limits let peer in; if not, counts
+ * why. *ip is the address's count to hold while the connection lives. */
+static bool admitted(struct tp_server *s, struct tp_listener *l, const struct sockaddr *peer,
+                     struct tp_ip_entry **ip)
+{
+    *ip = NULL;
+    if (!tp_acl_allows(l->conf->acl, l->conf->nacl, peer)) {
+        TP_STAT_ADD(&s->cs, refused_acl, 1);
+        return false;
+    }
+    if (l->ips == NULL)
+        return true;
+    switch (tp_ip_admit(l->ips, peer, s->cs.now_ms, ip)) {
+    case TP_IP_OK:
+        return true;
+    case TP_IP_TOO_MANY:
+        TP_STAT_ADD(&s->cs, refused_per_ip, 1);
+        return false;
+    case TP_IP_TOO_FAST:
+        TP_STAT_ADD(&s->cs, refused_rate, 1);
+        return false;
+    case TP_IP_NOMEM:
+        break;
+    }
+    TP_STAT_ADD(&s->cs, accept_errors, 1);
+    return false;
+}
+
 static bool accept_one(struct tp_server *s, struct tp_listener *l)
 {
-    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct tp_ip_entry *ip;
     bool refuse;
 
     if (fd >= 0) {
+        if (!admitted(s, l, (struct sockaddr *)&peer, &ip)) {
+            close(fd);          /* refused: not a byte read, nothing written */
+            return true;
+        }
         refuse = s->cs.stats.open >= s->max_conns;
         if (refuse) {
             TP_STAT_ADD(&s->cs, rejected_max_conn, 1);
             warn_accept(s, l, "max_connections reached, refusing connections");
+            tp_ip_release(ip);
+            ip = NULL;
         }
-        tp_conn__open(&s->cs, l, fd, refuse);
+        tp_conn__open(&s->cs, l, fd, refuse, ip);
         return true;
     }
     switch (errno) {
@@ -419,12 +461,14 @@ static void log_stats(struct tp_server *s)
 {
     const struct tp_stats *st = &s->cs.stats;
 
-    log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused %llu, "
+    log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
+         "deny %llu per_ip %llu rate %llu, "
          "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
          "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu, "
          "lingering %llu (of %llu, %llu cut short)",
          (unsigned long long)st->open, (unsigned long long)st->accepted,
-         (unsigned long long)st->rejected_max_conn,
+         (unsigned long long)st->rejected_max_conn, (unsigned long long)st->refused_acl,
+         (unsigned long long)st->refused_per_ip, (unsigned long long)st->refused_rate,
          (unsigned long long)st->msgs_in, (unsigned long long)st->bytes_in,
          (unsigned long long)st->bytes_out, (unsigned long long)st->closed_peer,
          (unsigned long long)st->closed_error,
@@ -453,6 +497,7 @@ static void on_signals(struct tp_server *s)
                  "restart to apply a new conf");
             break;
         case SIGUSR1:
+            tell(s, TP_SERVER_REOPEN);
             log_stats(s);
             break;
         }
@@ -589,9 +634,11 @@ void tp_server_destroy(tp_server_t *s)
         for_each_open(s, true);
     tp_pool_destroy(s->cs.pool);
     close_listeners(s);
-    for (i = 0; i < s->nlisten; i++)
+    for (i = 0; i < s->nlisten; i++) {
         if (s->cs.listeners[i].app_started && s->cs.listeners[i].env.app->fini != NULL)
             s->cs.listeners[i].env.app->fini(s->cs.listeners[i].env.state);
+        tp_ip_table_destroy(s->cs.listeners[i].ips);
+    }
     if (s->stop_src.fd >= 0)
         close(s->stop_src.fd);
     if (s->cs.epfd >= 0)

@@ -29,6 +29,8 @@ enum tp_server_event {
     TP_SERVER_READY,     /* every listener is bound; serving starts now */
     TP_SERVER_TICK,      /* every tick_ms while the loop runs: it is alive */
     TP_SERVER_STOPPING,  /* a stop has begun: listeners are closed */
+    TP_SERVER_REOPEN,    /* SIGUSR1: reopen log files (logrotate), before the
+                            counters are logged */
 };
 struct tp_stats;
 typedef void tp_event_fn(void *arg, enum tp_server_event ev, const struct tp_stats *st);
@@ -50,6 +52,9 @@ struct tp_server_opts {
 /* Counters; the reactor writes them, any thread may read a snapshot. */
 struct tp_stats {
     uint64_t accepted, rejected_max_conn, accept_errors;
+    uint64_t refused_acl;                /* closed at accept: a deny rule */
+    uint64_t refused_per_ip;             /* ... max_connections_per_ip */
+    uint64_t refused_rate;               /* ... accept_rate_per_ip */
     uint64_t open;                       /* connections now */
     uint64_t closed_peer, closed_error, closed_oversize, closed_idle,
              closed_read_timeout, closed_app, closed_shutdown;

@@ -47,6 +47,8 @@ enum tp_table_list {
     TP_LISTS
 };
 
+struct tp_ip_entry;               /* tp_acl.h */
+
 struct tp_conn {
     uint8_t source;               /* TP_SRC_CONN: what epoll data points at */
     uint8_t state;                /* enum tp_conn_state */
@@ -58,6 +60,7 @@ struct tp_conn {
     uint32_t dropped;             /* input dropped since input stopped */
     struct tp_listener *l;
     struct tp_msg *rbuf;          /* read buffer; NULL while there is none */
+    struct tp_ip_entry *ip;       /* its source address's count (l->ips), or NULL */
     struct tp_msg_list out;       /* replies to write, in order */
     size_t out_bytes;             /* unsent bytes in out */
     void *app_data;               /* the app's per-connection pointer */

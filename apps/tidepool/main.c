@@ -1,5 +1,8 @@
 /* main.c - the tidepool binary: options, conf, signals, logging, run. */
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <getopt.h>
 #include <signal.h>
@@ -23,6 +26,7 @@
 struct options {
     const char *conf_path;   /* NULL: the built-in default */
     bool test_only;
+    bool dump;               /* -T: -t, then print the effective conf */
 };
 
 static enum tp_log_level log_level = TP_LOG_INFO;
@@ -65,12 +69,15 @@ static void logf_(enum tp_log_level level, const char *fmt, ...)
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: tidepool [-c FILE] [-t] [-v] [-h]\n"
+            "usage: tidepool [-c FILE] [-t | -T] [-v] [-h]\n"
             "  -c FILE  serve what FILE says (default: built-in, echo on 127.0.0.1:7000)\n"
             "  -t       check the configuration and exit (0 if it is good, 1 if not)\n"
+            "  -T       as -t, then print the effective configuration (includes\n"
+            "           resolved, defaults written out) to stdout\n"
             "  -v       print the version and exit\n"
             "  -h       print this help and exit\n"
-            "signals: TERM/INT stop gracefully (twice: at once), USR1 logs counters,\n"
+            "signals: TERM/INT stop gracefully (twice: at once), USR1 reopens the\n"
+            "         error_log file (for logrotate) and logs the counters,\n"
             "         HUP is logged (reload is not supported yet)\n");
 }
 
@@ -78,10 +85,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 {
     int ch;
 
-    while ((ch = getopt(argc, argv, ":c:tvh")) != -1) {
+    while ((ch = getopt(argc, argv, ":c:tTvh")) != -1) {
         switch (ch) {
         case 'c': o->conf_path = optarg; break;
         case 't': o->test_only = true; break;
+        case 'T': o->test_only = o->dump = true; break;
         case 'v': printf("tidepool %s\n", TP_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
         case ':':
@@ -119,7 +127,90 @@ static int load_conf(const struct options *o, struct tp_conf *conf)
         fprintf(stderr, "tidepool: configuration file %s syntax is ok\n"
                         "tidepool: configuration file %s test is successful\n",
                 name, name);
+    if (o->dump && (tp_conf_dump(conf, stdout) < 0 || fflush(stdout) != 0)) {
+        fprintf(stderr, "tidepool: writing the configuration: %s\n", strerror(errno));
+        return -1;
+    }
     return 0;
+}
+
+/* error_log FILE: the file takes the place of stderr, so whatever writes
+ * there (this log, a crash report) lands in it. Called again on SIGUSR1
+ * after logrotate moved the old file away. Returns 0 or -errno. */
+static int open_log(const struct tp_conf *conf)
+{
+    int fd;
+
+    if (conf->error_log[0] == '\0')
+        return 0;
+    fd = open(conf->error_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    if (fd != STDERR_FILENO && dup2(fd, STDERR_FILENO) < 0) {
+        int e = errno;
+
+        close(fd);
+        return -e;
+    }
+    if (fd != STDERR_FILENO)
+        close(fd);
+    return 0;
+}
+
+/* user NAME: run as NAME from now on (the listeners are bound). Only root
+ * can; anyone else gets a warning and runs on as they are, as with nginx.
+ * A drop that fails half way is fatal: never run on as root by mistake. */
+static int drop_root(const struct tp_conf *conf)
+{
+    struct passwd *pw;
+
+    if (conf->user[0] == '\0')
+        return 0;
+    if (geteuid() != 0) {
+        logf_(TP_LOG_WARN, "user %s: not running as root, staying uid %d", conf->user,
+              (int)geteuid());
+        return 0;
+    }
+    errno = 0;
+    pw = getpwnam(conf->user);
+    if (pw == NULL) {
+        logf_(TP_LOG_ERROR, "user %s: %s", conf->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        logf_(TP_LOG_ERROR, "user %s: cannot switch to it: %s", conf->user, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+        logf_(TP_LOG_ERROR, "user %s: root could be regained; refusing to run", conf->user);
+        return -1;
+    }
+    logf_(TP_LOG_INFO, "running as user %s (uid %d, gid %d)", conf->user, (int)pw->pw_uid,
+          (int)pw->pw_gid);
+    return 0;
+}
+
+struct events {
+    struct tp_notify notify;
+    const struct tp_conf *conf;
+};
+
+/* What the loop reports: systemd hears of it; SIGUSR1 reopens the log. */
+static void on_server_event(void *arg, enum tp_server_event ev, const struct tp_stats *st)
+{
+    struct events *e = arg;
+    int rc;
+
+    if (ev == TP_SERVER_REOPEN) {
+        if ((rc = open_log(e->conf)) < 0)
+            logf_(TP_LOG_ERROR, "error_log %s: cannot reopen: %s (logging on to the old file)",
+                  e->conf->error_log, strerror(-rc));
+        else if (e->conf->error_log[0] != '\0')
+            logf_(TP_LOG_INFO, "error_log %s reopened", e->conf->error_log);
+        return;
+    }
+    tp_notify_event(&e->notify, ev, st);
 }
 
 /* Raises the open-file limit as far as allowed and keeps max_connections
@@ -181,9 +272,9 @@ int main(int argc, char **argv)
 {
     static struct tp_conf conf;
     const struct tp_app *apps[TP_CONF_MAX_LISTEN];
-    static struct tp_notify notify;
+    static struct events events;
     struct tp_server_opts opts = { .apps = apps, .log = log_line,
-                                   .event = tp_notify_event, .event_arg = &notify };
+                                   .event = on_server_event, .event_arg = &events };
     struct options o = { 0 };
     char err[512];
     tp_server_t *srv;
@@ -198,8 +289,13 @@ int main(int argc, char **argv)
     log_level = conf.log_level;
     if (resolve_apps(&conf, apps) < 0)
         return 1;
+    if ((rc = open_log(&conf)) < 0) {
+        fprintf(stderr, "tidepool: error_log %s: %s\n", conf.error_log, strerror(-rc));
+        return 1;
+    }
     fit_fd_limit(&conf);
-    opts.tick_ms = tp_notify_init(&notify, log_line, NULL);
+    events.conf = &conf;
+    opts.tick_ms = tp_notify_init(&events.notify, log_line, NULL);
     opts.signal_fd = signals_fd();
     if (opts.signal_fd < 0) {
         fprintf(stderr, "tidepool: signalfd: %s\n", strerror(errno));
@@ -208,6 +304,10 @@ int main(int argc, char **argv)
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
     if (srv == NULL) {
         logf_(TP_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    if (drop_root(&conf) < 0) {
+        tp_server_destroy(srv);
         return 1;
     }
     logf_(TP_LOG_INFO, "tidepool %s started (pid %d, %u workers, max_connections %u)",

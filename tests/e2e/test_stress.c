@@ -44,6 +44,7 @@ struct run {
 };
 
 static struct server srv = { .pid = -1, .err_fd = -1 };
+static const char *server_fault;   /* TP_FAULT for the next server (suite fault) */
 static pid_t stress_pid = -1;
 static struct run res;
 static char json_path[64];
@@ -127,6 +128,12 @@ static void server_start_conf(const char *conf, const char *app)
     cr_assert_geq(srv.pid, 0);
     if (srv.pid == 0) {
         dup2(p[1], STDERR_FILENO);
+        if (server_fault != NULL) {
+            /* The shim sits under the sanitizers' runtime, not before it. */
+            setenv("LD_PRELOAD", TP_BIN_DIR "/libtp_fault.so", 1);
+            setenv("TP_FAULT", server_fault, 1);
+            setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=1", 1);
+        }
         execl(SERVER, "tidepool", "-c", srv.conf, (char *)NULL);
         _exit(127);
     }
@@ -1231,4 +1238,151 @@ Test(stress, chat_line_against_echo_reports_own_echo_missing_and_members_never_j
     cr_assert_eq(jnum("own_echo"), 12, "%s", json);
     cr_assert_eq(jnum("missing"), 30, "%s", json);
     cr_assert_lt(jnum("duration_s"), 2, "each line waited --timeout, not -d: %s", json);
+}
+
+/* ---- the server under injected faults (tests/fault/tp_fault.c) ---- */
+
+TestSuite(fault, .fini = cleanup, .timeout = 120);
+
+/* The count the shim reported for kind at the server's exit, or -1. */
+static long long injected(const char *kind)
+{
+    const char *p = strstr(srv.log, "tp_fault: injected");
+    char pat[64];
+
+    snprintf(pat, sizeof(pat), " %s ", kind);
+    if (p == NULL || (p = strstr(p, pat)) == NULL)
+        return -1;
+    return atoll(p + strlen(pat));
+}
+
+/* Server CPU seconds (user + system) so far, from /proc. */
+static double server_cpu_s(void)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, st = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)srv.pid);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');        /* the name may hold spaces */
+    cr_assert_not_null(p);
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st), 2);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A server that has nothing to do uses no CPU, faults or not: a lost edge
+ * would show up as a spin (or, the other way, as a hang in the run). */
+static void expect_idle(void)
+{
+    double before = server_cpu_s();
+
+    usleep(500 * 1000);
+    cr_expect_lt(server_cpu_s() - before, 0.1, "the idle server used %.2f s of CPU in 0.5 s",
+                 server_cpu_s() - before);
+}
+
+static void start_with_faults(const char *fault, int workers)
+{
+    char conf[128];
+
+    server_fault = fault;
+    snprintf(conf, sizeof(conf), "listen 127.0.0.1:0;\nworkers %d;\n", workers);
+    server_start_conf(conf, "echo");
+    server_fault = NULL;
+}
+
+/* Short reads and writes, made-up EAGAIN and EINTR on every socket call,
+ * EINTR from epoll_wait, EMFILE/ENOBUFS from accept: a correct
+ * edge-triggered server loses no byte and no connection to any of them. */
+Test(fault, every_reply_verifies_under_io_faults)
+{
+    static const char *const faults[] = {
+        "seed=1,io=0.2,epoll_eintr=0.05,accept=0.05",
+        "seed=2,io=0.4,epoll_eintr=0.2,accept=0.1",
+        "seed=3,read_short=0.5,send_short=0.5,read_eagain=0.1,send_eagain=0.1",
+    };
+    static const int workers[] = { 4, 0 };
+
+    for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+        for (size_t w = 0; w < 2; w++) {
+            start_with_faults(faults[f], workers[w]);
+            stress("-c", "40", "-p", "4", "-s", "300", "-d", "700ms", "--json", new_json_path(),
+                   target(srv.port), NULL);
+            cr_assert_eq(res.code, 0, "%s workers %d: %s", faults[f], workers[w], res.out);
+            json_load();
+            cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+            cr_assert_eq(jnum("opened"), 40, "%s", json);
+            cr_assert_gt(jnum("messages"), 1000, "%s", json);
+            stress("--mode", "flood", "-c", "8", "-s", "15", "-d", "500ms", "--json",
+                   new_json_path(), target(srv.port), NULL);
+            cr_assert_eq(res.code, 0, "%s workers %d: %s", faults[f], workers[w], res.out);
+            json_load();
+            cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+            expect_idle();
+            server_stop();
+            cr_assert_gt(injected("read_short"), 0, "no fault injected? %s", srv.log);
+            cr_assert_gt(injected("send_short"), 0, "%s", srv.log);
+            cr_assert_gt(injected("read_eagain"), 0, "%s", srv.log);
+            cr_assert_gt(injected("send_eagain"), 0, "%s", srv.log);
+        }
+    }
+}
+
+/* A connection reset in accept (ECONNABORTED) costs that connection only. */
+Test(fault, aborted_accepts_cost_only_their_connection)
+{
+    start_with_faults("seed=7,accept_abort=0.2", 2);
+    stress("--mode", "storm", "-c", "4", "-n", "400", "--json", new_json_path(),
+           target(srv.port), NULL);
+    json_load();
+    cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+    cr_assert_gt(jnum("reset") + jnum("closed_early"), 0, "no abort seen by the client: %s", json);
+    cr_assert_gt(jnum("messages"), 200, "the server stopped serving: %s", json);
+    expect_idle();
+    server_stop();
+    cr_assert_gt(injected("accept_abort"), 0, "%s", srv.log);
+}
+
+/* malloc/calloc/realloc from tidepool's own code fail now and then (after
+ * start-up): each failure closes at most the connection it hit, is logged,
+ * and the server goes on serving everyone else, byte for byte. */
+Test(fault, an_allocation_failure_closes_at_most_its_connection)
+{
+#ifdef TP_SANITIZED
+    cr_skip_test("allocation faults need glibc's allocator (sanitizer build)");
+#endif
+    static const int workers[] = { 4, 0 };
+
+    for (size_t w = 0; w < 2; w++) {
+        long long nomem;
+
+        start_with_faults("seed=11,alloc=0.05,after=200,io=0.05", workers[w]);
+        usleep(300 * 1000);    /* past `after`: allocations may fail from now */
+        /* Big messages grow read buffers, a storm makes connections: both allocate. */
+        stress("-c", "30", "-p", "2", "-s", "20000", "-d", "700ms", "--json", new_json_path(),
+               target(srv.port), NULL);
+        json_load();
+        cr_assert_eq(jnum("mismatch"), 0, "workers %d: %s", workers[w], json);
+        cr_assert_gt(jnum("messages"), 100, "%s", json);
+        stress("--mode", "storm", "-c", "4", "-d", "300ms", "--json", new_json_path(),
+               target(srv.port), NULL);
+        json_load();
+        cr_assert_eq(jnum("mismatch"), 0, "%s", json);
+        cr_assert_gt(jnum("messages"), 100, "%s", json);
+        expect_idle();
+        server_stop();
+        cr_assert_gt(injected("alloc"), 0, "no allocation failed: %s", srv.log);
+        nomem = 0;
+        for (const char *p = srv.log; (p = strstr(p, "memory")) != NULL; p++)
+            nomem++;
+        cr_assert_gt(nomem, 0, "failures not logged: %s", srv.log);
+        cr_assert_leq(server_stat("error"), nomem + 40 + 4,
+                      "more connections closed than allocations failed: %s", srv.log);
+    }
 }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
@@ -586,4 +587,138 @@ Test(tidepool, systemd_unit_passes_systemd_analyze_verify)
     rc = pclose(f);
     cr_assert_eq(rc, 0, "systemd-analyze failed (is the systemd package installed?): %s", out);
     cr_assert_eq(n, 0, "systemd-analyze verify complained:\n%s", out);
+}
+
+/* ---- -T, error_log and SIGUSR1, user ---- */
+
+Test(tidepool, minus_T_prints_the_effective_conf_and_it_loads_back)
+{
+    static char first[16384], second[16384];
+    const char *argv1[] = { BIN, "-T", "-c", NULL, NULL };
+    struct proc p;
+    FILE *f;
+    char path[PATH_MAX];
+
+    put("more.conf", "listen 127.0.0.1:7555 {\n  app upper;\n  allow 127.0.0.0/8;\n"
+                     "  deny all;\n  read_timeout 1500ms;\n}\n");
+    argv1[3] = put("t.conf", "workers 3;\ninclude more.conf;\n");   /* put()'s path is reused */
+    cr_assert_eq(run(&p, argv1, first, sizeof(first)), 0, "%s", p.log);
+    cr_assert(strstr(p.log, "test is successful") != NULL, "%s", p.log);
+    cr_assert(strstr(first, "workers 3;") != NULL, "%s", first);
+    cr_assert(strstr(first, "app \"upper\";") != NULL, "the include is resolved: %s", first);
+    cr_assert(strstr(first, "read_timeout 1500ms;") != NULL, "%s", first);
+    cr_assert(strstr(first, "idle_timeout 300s;") != NULL, "defaults written out: %s", first);
+    cr_assert(strstr(first, "allow 127.0.0.0/8;\n    deny all;") != NULL, "rules in order: %s", first);
+    /* What -T prints is a conf: it loads, and prints the same again. */
+    snprintf(path, sizeof(path), "%s/dumped.conf", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(first, f);
+    fclose(f);
+    {
+        const char *argv2[] = { BIN, "-T", "-c", path, NULL };
+
+        cr_assert_eq(run(&p, argv2, second, sizeof(second)), 0, "%s", p.log);
+    }
+    cr_assert_str_eq(second, first);
+}
+
+Test(tidepool, error_log_takes_the_log_and_usr1_reopens_it_for_logrotate)
+{
+    char path[PATH_MAX], rotated[PATH_MAX], conf[PATH_MAX + 64], text[8192];
+    const char *argv[4];
+    struct proc p;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/tidepool.log", dir);
+    snprintf(rotated, sizeof(rotated), "%s/tidepool.log.1", dir);
+    snprintf(conf, sizeof(conf), "error_log %s;\nlisten 127.0.0.1:0;\n", path);
+    argv[0] = BIN;
+    argv[1] = "-c";
+    argv[2] = put("t.conf", conf);
+    argv[3] = NULL;
+    spawn(&p, argv);
+    /* The log is in the file, not on stderr: poll the file for the start. */
+    for (int i = 0; i < 500; i++) {
+        text[0] = '\0';
+        if ((f = fopen(path, "r")) != NULL) {
+            n = fread(text, 1, sizeof(text) - 1, f);
+            text[n] = '\0';
+            fclose(f);
+        }
+        if (strstr(text, "listening on") != NULL)
+            break;
+        usleep(10000);
+    }
+    cr_assert(strstr(text, "listening on") != NULL, "log file: %s; stderr: %s", text, p.log);
+    cr_assert_eq(rename(path, rotated), 0);          /* what logrotate does */
+    kill(p.pid, SIGUSR1);
+    for (int i = 0; i < 500 && access(path, F_OK) != 0; i++)
+        usleep(10000);
+    cr_assert_eq(access(path, F_OK), 0, "SIGUSR1 did not reopen %s", path);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cr_assert(strstr(text, "reopened") != NULL, "%s", text);
+    cr_assert(strstr(text, "stopped") != NULL, "later lines go to the new file: %s", text);
+    cr_assert(strstr(text, "listening on") == NULL, "the start stays in the old one: %s", text);
+    cr_assert_eq(strstr(p.log, "listening on"), NULL, "stderr got the log too: %s", p.log);
+}
+
+/* As root (CI): a user the test creates; the server serves as that user. */
+Test(tidepool, user_drops_root_after_binding)
+{
+    const char *name = "tptest_e2e";
+    char cmd[128], status[4096], path[64], *uid_line;
+    unsigned uid = 0, want;
+    struct passwd *pw;
+    struct proc p;
+    uint16_t port;
+    FILE *f;
+    size_t n;
+
+    if (geteuid() != 0)
+        cr_skip_test("needs root to create a user and to drop to it");
+    snprintf(cmd, sizeof(cmd), "userdel %s >/dev/null 2>&1; useradd --system --no-create-home "
+             "--shell /usr/sbin/nologin %s", name, name);
+    cr_assert_eq(system(cmd), 0, "useradd failed");
+    pw = getpwnam(name);
+    cr_assert_not_null(pw);
+    want = (unsigned)pw->pw_uid;
+    snprintf(cmd, sizeof(cmd), "user %s;\nlisten 127.0.0.1:0;\n", name);
+    port = start(&p, put("t.conf", cmd));
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)p.pid);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    n = fread(status, 1, sizeof(status) - 1, f);
+    status[n] = '\0';
+    fclose(f);
+    uid_line = strstr(status, "\nUid:");
+    cr_assert_not_null(uid_line);
+    cr_assert_eq(sscanf(uid_line, "\nUid: %u", &uid), 1);
+    echo_once(port, "as a user\n");
+    kill(p.pid, SIGTERM);
+    cr_expect_eq(finish(&p, 10000), 0, "%s", p.log);
+    snprintf(cmd, sizeof(cmd), "userdel %s", name);
+    cr_expect_eq(system(cmd), 0);
+    cr_assert_eq(uid, want, "serving as uid %u, not %s (%u): %s", uid, name, want, p.log);
+    cr_assert(strstr(p.log, "running as user tptest_e2e") != NULL, "%s", p.log);
+}
+
+Test(tidepool, user_that_does_not_exist_stops_the_start)
+{
+    const char *argv[] = { BIN, "-c", NULL, NULL };
+    char out[256];
+    struct proc p;
+
+    if (geteuid() != 0)
+        cr_skip_test("as another user, `user` is only a warning");
+    argv[2] = put("t.conf", "user no_such_user_tp;\nlisten 127.0.0.1:0;\n");
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1, "%s", p.log);
+    cr_assert(strstr(p.log, "user no_such_user_tp: no such user") != NULL, "%s", p.log);
 }

@@ -420,3 +420,92 @@ Test(conf, too_many_listeners)
         n += (size_t)snprintf(text + n, sizeof(text) - n, "listen %d;\n", 7000 + i);
     expect_error(text, TP_CONF_MAX_LISTEN + 1, "more than");
 }
+
+Test(conf, allow_deny_keep_their_order_and_limits_parse)
+{
+    cr_assert_eq(load("listen 7000 {\n  deny 10.1.2.3;\n  allow 10.0.0.0/8;\n"
+                      "  allow 2001:db8::/32;\n  deny all;\n"
+                      "  max_connections_per_ip 20;\n  accept_rate_per_ip 50/s;\n}\n"
+                      "listen 7001 {\n  accept_rate_per_ip 30/m;\n}\n"
+                      "listen 7002 {\n  accept_rate_per_ip 7;\n}\n"), 0, "%s", err);
+    cr_assert_eq(conf.listen[0].nacl, 4);
+    cr_assert(!conf.listen[0].acl[0].allow && conf.listen[0].acl[0].prefix == 32);
+    cr_assert(conf.listen[0].acl[1].allow && conf.listen[0].acl[1].prefix == 8);
+    cr_assert(conf.listen[0].acl[2].allow && conf.listen[0].acl[2].family == AF_INET6);
+    cr_assert(!conf.listen[0].acl[3].allow && conf.listen[0].acl[3].all);
+    cr_assert_eq(conf.listen[0].max_conns_per_ip, 20);
+    cr_assert_eq(conf.listen[0].accept_rate_per_ip, 50 * 60, "kept per minute");
+    cr_assert_eq(conf.listen[1].accept_rate_per_ip, 30);
+    cr_assert_eq(conf.listen[2].accept_rate_per_ip, 7 * 60, "a bare number is per second");
+    cr_assert_eq(conf.listen[1].nacl, 0, "rules belong to their block");
+    cr_assert_eq(conf.listen[1].max_conns_per_ip, 0, "off by default");
+}
+
+Test(conf, allow_deny_errors_name_the_line)
+{
+    expect_error("listen 7000 {\n  allow 10.0.0.1/8;\n}\n", 2, "bits set past its prefix");
+    expect_error("listen 7000 {\n\n  deny 10.0.0.0/40;\n}\n", 3,
+                 "invalid value \"10.0.0.0/40\" for \"deny\"");
+    expect_error("allow all;\nlisten 7000;\n", 1, "\"allow\" is not allowed outside a listen block");
+    expect_error("listen 7000 {\n  accept_rate_per_ip 5/h;\n}\n", 2, "a rate such as 20/s");
+    expect_error("listen 7000 {\n  max_connections_per_ip many;\n}\n", 2,
+                 "invalid value \"many\" for \"max_connections_per_ip\"");
+    expect_error("listen 7000 {\n  max_connections_per_ip 1;\n  max_connections_per_ip 2;\n}\n",
+                 3, "duplicate");
+}
+
+Test(conf, too_many_rules_is_an_error_not_a_truncation)
+{
+    static char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof(text), "listen 7000 {\n");
+
+    for (int i = 0; i <= TP_CONF_MAX_ACL; i++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "  deny 10.0.%d.0/24;\n", i);
+    snprintf(text + n, sizeof(text) - n, "}\n");
+    expect_error(text, TP_CONF_MAX_ACL + 2, "too many allow/deny rules");
+}
+
+/* Every directive at a value that is not its default, written out by
+ * tp_conf_dump and read back: the same conf, field by field. A directive the
+ * dump forgets comes back as its default and fails here. */
+Test(conf, dump_loads_back_to_the_same_values)
+{
+    static struct tp_conf first;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem;
+
+    cr_assert_eq(load("workers 3;\nmax_connections 100;\nlog_level debug;\n"
+                      "shutdown_timeout 1m30s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
+                      "user nobody;\n"
+                      "listen [::1]:7001 {\n  app upper;\n  framing length;\n  max_message 100k;\n"
+                      "  idle_timeout 0;\n  read_timeout 1500ms;\n  send_buffer_max 65537;\n"
+                      "  lingering_timeout 2s;\n  lingering_max 1m;\n  backlog 16;\n"
+                      "  reuseport on;\n  tcp_nodelay off;\n  allow 2001:db8::/32;\n"
+                      "  deny 10.0.0.0/8;\n  allow all;\n  max_connections_per_ip 7;\n"
+                      "  accept_rate_per_ip 90/m;\n}\n"
+                      "listen 127.0.0.1:7002;\n"), 0, "%s", err);
+    first = conf;
+    mem = open_memstream(&text, &len);
+    cr_assert_not_null(mem);
+    cr_assert_eq(tp_conf_dump(&first, mem), 0);
+    fclose(mem);
+    cr_assert_eq(load(text), 0, "%s\n%s", err, text);
+    cr_expect_eq(conf.workers, first.workers);
+    cr_expect_eq(conf.max_connections, first.max_connections);
+    cr_expect_eq(conf.log_level, first.log_level);
+    cr_expect_eq(conf.shutdown_timeout_ms, first.shutdown_timeout_ms);
+    cr_expect_eq(conf.queue_max, first.queue_max);
+    cr_expect_str_eq(conf.error_log, first.error_log);
+    cr_expect_str_eq(conf.user, first.user);
+    cr_assert_eq(conf.nlisten, first.nlisten);
+    for (size_t i = 0; i < conf.nlisten; i++) {
+        struct tp_listen_conf a = first.listen[i], b = conf.listen[i];
+
+        memset(a.file, 0, sizeof(a.file));
+        memset(b.file, 0, sizeof(b.file));
+        a.line = b.line = 0;
+        cr_expect(memcmp(&a, &b, sizeof(a)) == 0, "listen %zu differs after the dump:\n%s", i, text);
+    }
+    free(text);
+}
