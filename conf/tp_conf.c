@@ -46,20 +46,33 @@ static void init_globals(struct tp_conf *conf)
 {
     memset(conf, 0, sizeof(*conf));
     conf->workers = -1;
+    conf->processes = 1;
     conf->max_connections = 65536;
     conf->log_level = TP_LOG_INFO;
     conf->shutdown_timeout_ms = 10 * 1000;
     conf->queue_max = 64ull * 1024 * 1024;
 }
 
+static unsigned online_cpus(void)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return ncpu > 0 ? (unsigned)ncpu : 1;
+}
+
+unsigned tp_conf_processes(const struct tp_conf *conf)
+{
+    return conf->processes > 0 ? (unsigned)conf->processes : online_cpus();
+}
+
 unsigned tp_conf_workers(const struct tp_conf *conf)
 {
-    long ncpu;
+    unsigned share;
 
     if (conf->workers >= 0)
         return (unsigned)conf->workers;
-    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    return ncpu > 0 ? (unsigned)ncpu : 1;
+    share = online_cpus() / tp_conf_processes(conf);
+    return share > 0 ? share : 1;
 }
 
 void tp_conf_init(struct tp_conf *conf)
@@ -498,6 +511,22 @@ static int set_workers(struct parser *p, const struct stmt *st, struct tp_listen
     return 0;
 }
 
+static int set_processes(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    uint64_t v;
+    int n;
+
+    if (strcmp(st->args[0], "auto") == 0) {
+        p->conf->processes = -1;
+        return 0;
+    }
+    n = parse_digits(st->args[0], 256, &v);
+    if (n < 0 || st->args[0][n] != '\0' || v == 0)
+        return bad_value(p, st, 0, "a number of processes 1..256 or \"auto\"");
+    p->conf->processes = (int)v;
+    return 0;
+}
+
 static int set_max_connections(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     uint64_t v;
@@ -715,6 +744,7 @@ static const struct directive directives[] = {
     { "queue_max", CTX_MAIN, 1, 1, set_queue_max, "queue_max SIZE;", 4 },
     { "error_log", CTX_MAIN, 1, 1, set_error_log, "error_log FILE|stderr;", 5 },
     { "user", CTX_MAIN, 1, 1, set_user, "user NAME;", 6 },
+    { "processes", CTX_MAIN, 1, 1, set_processes, "processes N|auto;", 7 },
     { "app", CTX_LISTEN, 1, 1, set_app, "app NAME;", 0 },
     { "framing", CTX_LISTEN, 1, 1, set_framing, "framing line|length|raw;", 1 },
     { "max_message", CTX_LISTEN, 1, 1, set_max_message, "max_message SIZE;", 2 },
@@ -747,6 +777,11 @@ struct block {                      /* the block being filled */
 
 static int parse_file(struct parser *p, const char *path, struct block *b, int line_of_include,
                       const char *includer);
+
+const char *tp_conf_directive_name(size_t i)
+{
+    return i < NDIRECTIVES ? directives[i].name : NULL;
+}
 
 static const struct directive *find_directive(const char *name)
 {
@@ -1016,6 +1051,25 @@ static int parse_file(struct parser *p, const char *path, struct block *b, int l
     return rc;
 }
 
+/* Several processes share each port (SO_REUSEPORT): port 0 would give each
+ * its own. */
+static int check_shared_ports(struct parser *p, const struct tp_conf *conf)
+{
+    size_t i;
+
+    for (i = 0; i < conf->nlisten; i++) {
+        const struct tp_listen_conf *l = &conf->listen[i];
+        in_port_t port = l->addr.ss_family == AF_INET6
+                             ? ((const struct sockaddr_in6 *)(const void *)&l->addr)->sin6_port
+                             : ((const struct sockaddr_in *)(const void *)&l->addr)->sin_port;
+
+        if (port == 0)
+            return fail(p, l->file, l->line, "listen %s: port 0 cannot be shared by several "
+                        "processes (processes is not 1): name a port", l->addr_text);
+    }
+    return 0;
+}
+
 int tp_conf_load(struct tp_conf *conf, const char *path,
                  const char *const *apps, char *err, size_t errlen)
 {
@@ -1037,6 +1091,8 @@ int tp_conf_load(struct tp_conf *conf, const char *path,
     if (rc == 0 && conf->nlisten == 0)
         rc = fail(p, path, 0, "no listen block: add one such as "
                   "\"listen 127.0.0.1:7000 { app echo; }\"");
+    if (rc == 0 && conf->processes != 1)
+        rc = check_shared_ports(p, conf);
     free(p);
     return rc;
 }
@@ -1104,6 +1160,10 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
         fprintf(out, "workers auto;\n");
     else
         fprintf(out, "workers %d;\n", conf->workers);
+    if (conf->processes < 0)
+        fprintf(out, "processes auto;\n");
+    else
+        fprintf(out, "processes %d;\n", conf->processes);
     fprintf(out, "max_connections %u;\n", conf->max_connections);
     fprintf(out, "log_level %s;\n", tp_conf_log_level_name(conf->log_level));
     fputs("error_log ", out);

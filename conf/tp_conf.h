@@ -60,6 +60,7 @@ struct tp_listen_conf {
 
 struct tp_conf {
     int workers;                      /* -1 = online CPUs (default); 0 = inline */
+    int processes;                    /* serving processes; -1 = online CPUs; default 1 */
     uint32_t max_connections;         /* default 65536, capped at run time by RLIMIT_NOFILE */
     enum tp_log_level log_level;      /* default info */
     uint32_t shutdown_timeout_ms;     /* default 10s */
@@ -74,9 +75,14 @@ struct tp_conf {
  * listener, 127.0.0.1:7000, app echo, line framing. Any thread. */
 void tp_conf_init(struct tp_conf *conf);
 
-/* The worker threads conf asks for: workers, or for auto (-1) one per online
- * CPU. 0 means the apps run inline on the reactor thread. */
+/* The worker threads conf asks for, per process: workers, or for auto (-1)
+ * the online CPUs shared among the processes (at least one). 0 means the
+ * apps run inline on the reactor thread. */
 unsigned tp_conf_workers(const struct tp_conf *conf);
+
+/* The serving processes conf asks for: processes, or for auto (-1) one per
+ * online CPU. */
+unsigned tp_conf_processes(const struct tp_conf *conf);
 
 /* Resets a listener block to its defaults (no address, app "echo"). */
 void tp_conf_listen_init(struct tp_listen_conf *l);
@@ -111,6 +117,10 @@ int tp_conf_parse_cidr(const char *s, struct tp_acl_rule *r);
  * every directive with its effective value, defaults included, includes
  * resolved (`tidepool -T`). Returns 0 or -errno. */
 int tp_conf_dump(const struct tp_conf *conf, FILE *out);
+
+/* The name of directive i of the parser's table, NULL past the last (for
+ * the test that every one is documented in tidepool.conf(5)). */
+const char *tp_conf_directive_name(size_t i);
 
 /* Names for messages: "line", "info", ... */
 const char *tp_conf_framing_name(enum tp_framing f);

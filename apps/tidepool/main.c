@@ -17,6 +17,7 @@
 
 #include "tp_apps.h"
 #include "tp_conf.h"
+#include "tp_master.h"
 #include "tp_notify.h"
 #include "tp_reactor.h"
 
@@ -30,6 +31,7 @@ struct options {
 };
 
 static enum tp_log_level log_level = TP_LOG_INFO;
+static char proc_tag[16];     /* "#2 " in serving process 2 of several */
 
 /* One line to stderr, written with one call so lines never interleave. */
 static void log_line(void *arg, enum tp_log_level level, const char *msg)
@@ -43,8 +45,8 @@ static void log_line(void *arg, enum tp_log_level level, const char *msg)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    n = snprintf(line, sizeof(line), "%s.%03ldZ [%s] %s\n", stamp,
-                 (long)tv.tv_usec / 1000, tp_conf_log_level_name(level), msg);
+    n = snprintf(line, sizeof(line), "%s.%03ldZ [%s] %s%s\n", stamp,
+                 (long)tv.tv_usec / 1000, tp_conf_log_level_name(level), proc_tag, msg);
     if (n > (int)sizeof(line) - 1)
         n = (int)sizeof(line) - 1;
     if (write(STDERR_FILENO, line, (size_t)n) < 0)
@@ -194,6 +196,7 @@ static int drop_root(const struct tp_conf *conf)
 struct events {
     struct tp_notify notify;
     const struct tp_conf *conf;
+    int ready_fd;             /* serving process of a master: told once ready */
 };
 
 /* What the loop reports: systemd hears of it; SIGUSR1 reopens the log. */
@@ -209,6 +212,12 @@ static void on_server_event(void *arg, enum tp_server_event ev, const struct tp_
         else if (e->conf->error_log[0] != '\0')
             logf_(TP_LOG_INFO, "error_log %s reopened", e->conf->error_log);
         return;
+    }
+    if (ev == TP_SERVER_READY && e->ready_fd >= 0) {
+        if (write(e->ready_fd, "r", 1) != 1)
+            logf_(TP_LOG_WARN, "cannot tell the master this process serves: %s", strerror(errno));
+        close(e->ready_fd);
+        e->ready_fd = -1;
     }
     tp_notify_event(&e->notify, ev, st);
 }
@@ -268,16 +277,63 @@ static int resolve_apps(const struct tp_conf *conf, const struct tp_app **apps)
     return 0;
 }
 
+static struct events events;
+
+/* One serving process: binds, drops root, runs the loop. index is 0 for
+ * the only process, 1..N under a master (then ready_fd hears of READY). */
+static int serve(struct tp_conf *conf, unsigned index, int ready_fd)
+{
+    const struct tp_app *apps[TP_CONF_MAX_LISTEN];
+    struct tp_server_opts opts = { .apps = apps, .log = log_line,
+                                   .event = on_server_event, .event_arg = &events };
+    char err[512];
+    tp_server_t *srv;
+    size_t i;
+    int rc;
+
+    if (index > 0) {
+        snprintf(proc_tag, sizeof(proc_tag), "#%u ", index);
+        for (i = 0; i < conf->nlisten; i++)
+            conf->listen[i].reuseport = true;   /* the processes share each port */
+    }
+    if (resolve_apps(conf, apps) < 0)
+        return 1;
+    events.conf = conf;
+    events.ready_fd = ready_fd;
+    opts.tick_ms = tp_notify_init(&events.notify, log_line, NULL);
+    opts.signal_fd = signals_fd();
+    if (opts.signal_fd < 0) {
+        logf_(TP_LOG_ERROR, "signalfd: %s", strerror(errno));
+        return 1;
+    }
+    srv = tp_server_create(conf, &opts, err, sizeof(err));
+    if (srv == NULL) {
+        logf_(TP_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    if (drop_root(conf) < 0) {
+        tp_server_destroy(srv);
+        return 1;
+    }
+    logf_(TP_LOG_INFO, "tidepool %s started (pid %d, %u workers, max_connections %u)",
+          TP_VERSION, (int)getpid(), tp_conf_workers(conf), conf->max_connections);
+    rc = tp_server_run(srv);
+    tp_server_destroy(srv);
+    close(opts.signal_fd);
+    if (rc < 0) {
+        logf_(TP_LOG_ERROR, "event loop failed: %s", strerror(-rc));
+        return 1;
+    }
+    logf_(TP_LOG_INFO, "stopped");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct tp_conf conf;
     const struct tp_app *apps[TP_CONF_MAX_LISTEN];
-    static struct events events;
-    struct tp_server_opts opts = { .apps = apps, .log = log_line,
-                                   .event = on_server_event, .event_arg = &events };
     struct options o = { 0 };
-    char err[512];
-    tp_server_t *srv;
+    unsigned nprocs;
     int rc;
 
     if (parse_args(argc, argv, &o) < 0)
@@ -294,31 +350,10 @@ int main(int argc, char **argv)
         return 1;
     }
     fit_fd_limit(&conf);
+    nprocs = tp_conf_processes(&conf);
+    if (nprocs <= 1)
+        return serve(&conf, 0, -1);
     events.conf = &conf;
-    opts.tick_ms = tp_notify_init(&events.notify, log_line, NULL);
-    opts.signal_fd = signals_fd();
-    if (opts.signal_fd < 0) {
-        fprintf(stderr, "tidepool: signalfd: %s\n", strerror(errno));
-        return 1;
-    }
-    srv = tp_server_create(&conf, &opts, err, sizeof(err));
-    if (srv == NULL) {
-        logf_(TP_LOG_ERROR, "%s", err);
-        return 1;
-    }
-    if (drop_root(&conf) < 0) {
-        tp_server_destroy(srv);
-        return 1;
-    }
-    logf_(TP_LOG_INFO, "tidepool %s started (pid %d, %u workers, max_connections %u)",
-          TP_VERSION, (int)getpid(), tp_conf_workers(&conf), conf.max_connections);
-    rc = tp_server_run(srv);
-    tp_server_destroy(srv);
-    close(opts.signal_fd);
-    if (rc < 0) {
-        logf_(TP_LOG_ERROR, "event loop failed: %s", strerror(-rc));
-        return 1;
-    }
-    logf_(TP_LOG_INFO, "stopped");
-    return 0;
+    tp_notify_init(&events.notify, log_line, NULL);
+    return tp_master_run(&conf, nprocs, serve, &events.notify, log_line);
 }

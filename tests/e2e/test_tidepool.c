@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tp_conf.h"
+
 #define BIN TP_BIN_DIR "/tidepool"
 
 struct proc {
@@ -721,4 +723,275 @@ Test(tidepool, user_that_does_not_exist_stops_the_start)
     argv[2] = put("t.conf", "user no_such_user_tp;\nlisten 127.0.0.1:0;\n");
     cr_assert_eq(run(&p, argv, out, sizeof(out)), 1, "%s", p.log);
     cr_assert(strstr(p.log, "user no_such_user_tp: no such user") != NULL, "%s", p.log);
+}
+
+/* ---- processes N: a master and serving processes on one port ---- */
+
+static uint16_t free_port(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Reads n bytes within 5 s; returns n, or what it got before EOF, an error
+ * (a reset) or the deadline. */
+static ssize_t read_exact(int fd, char *buf, size_t n)
+{
+    long long deadline = now_ms() + 5000;
+    size_t got = 0;
+
+    while (got < n) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        ssize_t r;
+
+        if (poll(&pf, 1, (int)(deadline - now_ms())) <= 0)
+            break;
+        r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* The pid the master logged for process k, the last time it started it. */
+static pid_t child_pid(struct proc *p, unsigned k)
+{
+    char pat[64];
+    const char *at = NULL, *s;
+    int pid = 0;
+
+    snprintf(pat, sizeof(pat), "started process #%u (pid ", k);
+    for (s = p->log; (s = strstr(s, pat)) != NULL; s++)
+        at = s;
+    cr_assert_not_null(at, "process #%u never started: %s", k, p->log);
+    cr_assert_eq(sscanf(at + strlen(pat), "%d", &pid), 1);
+    return (pid_t)pid;
+}
+
+/* "accepted N" in process k's stats line. */
+static long long child_accepted(const struct proc *p, unsigned k)
+{
+    char pat[32];
+    const char *s;
+
+    snprintf(pat, sizeof(pat), "#%u stats: ", k);
+    s = strstr(p->log, pat);
+    if (s == NULL || (s = strstr(s, "accepted ")) == NULL)
+        return -1;
+    return atoll(s + 9);
+}
+
+static uint16_t start_processes(struct proc *p, unsigned n)
+{
+    char conf[128];
+    uint16_t port = free_port();
+    const char *argv[] = { BIN, "-c", NULL, NULL };
+
+    snprintf(conf, sizeof(conf), "processes %u;\nworkers 1;\nlisten 127.0.0.1:%u;\n", n, port);
+    argv[2] = put("t.conf", conf);
+    spawn(p, argv);
+    cr_assert(wait_log(p, "master: all ", 10000), "%s", p->log);
+    return port;
+}
+
+Test(tidepool, processes_share_the_port_and_each_takes_a_share)
+{
+    char port_text[32], out[8192];
+    const char *stress[] = { TP_BIN_DIR "/tidepool-stress", "-c", "200", "-d", "1s", "-q",
+                             port_text, NULL };
+    struct proc p, s;
+    uint16_t port = start_processes(&p, 2);
+
+    snprintf(port_text, sizeof(port_text), "127.0.0.1:%u", port);
+    cr_assert_eq(run(&s, stress, out, sizeof(out)), 0, "%s%s", out, s.log);
+    kill(p.pid, SIGHUP);
+    cr_assert(wait_log(&p, "#1 got SIGHUP", 5000), "HUP did not reach #1: %s", p.log);
+    cr_assert(wait_log(&p, "#2 got SIGHUP", 5000), "HUP did not reach #2: %s", p.log);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 15000), 0, "%s", p.log);
+    cr_assert_gt(child_accepted(&p, 1), 0, "process #1 took no connection: %s", p.log);
+    cr_assert_gt(child_accepted(&p, 2), 0, "process #2 took no connection: %s", p.log);
+    cr_assert_geq(child_accepted(&p, 1) + child_accepted(&p, 2), 200, "%s", p.log);
+    cr_assert(strstr(p.log, "master: every process has stopped") != NULL, "%s", p.log);
+}
+
+Test(tidepool, a_killed_process_costs_its_connections_and_is_restarted)
+{
+    enum { N = 40 };
+    int fds[N], alive = 0, lost = 0;
+    struct proc p;
+    uint16_t port = start_processes(&p, 2);
+    pid_t victim = child_pid(&p, 1), again;
+    long long t0;
+
+    for (int i = 0; i < N; i++) {
+        fds[i] = dial(port);
+        cr_assert_eq(write(fds[i], "hi\n", 3), 3);
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[8];
+
+        cr_assert_eq(read_exact(fds[i], buf, 3), 3, "connection %d got no echo", i);
+    }
+    t0 = now_ms();
+    cr_assert_eq(kill(victim, SIGKILL), 0);
+    cr_assert(wait_log(&p, "was killed by signal 9", 5000), "%s", p.log);
+    /* The master starts #1 again within a second. */
+    while (child_pid(&p, 1) == victim && now_ms() - t0 < 3000)
+        wait_log(&p, "\1never", 20);
+    again = child_pid(&p, 1);
+    cr_assert_neq(again, victim, "process #1 was not restarted: %s", p.log);
+    cr_assert_lt(now_ms() - t0, 1500, "restart took %lld ms", now_ms() - t0);
+    /* Only the killed process's connections are gone; the rest still echo. */
+    for (int i = 0; i < N; i++) {
+        char buf[8];
+        ssize_t n = write(fds[i], "ok\n", 3) == 3 ? read_exact(fds[i], buf, 3) : -1;
+
+        if (n == 3 && memcmp(buf, "ok\n", 3) == 0)
+            alive++;
+        else
+            lost++;
+        close(fds[i]);
+    }
+    cr_assert_gt(lost, 0, "no connection was on the killed process?");
+    cr_assert_gt(alive, 0, "the other process lost its connections too");
+    for (int i = 0; i < 20; i++)
+        echo_once(port, "after the restart\n");
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 15000), 0, "%s", p.log);
+}
+
+Test(tidepool, processes_that_cannot_start_stop_the_master)
+{
+    char conf[128];
+    uint16_t port = free_port();
+    const char *argv[] = { BIN, "-c", NULL, NULL };
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int holder = socket(AF_INET, SOCK_STREAM, 0);
+    char out[256];
+    struct proc p;
+
+    /* A socket without SO_REUSEPORT holds the port: no process can bind it. */
+    cr_assert_eq(bind(holder, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(holder, 1), 0);
+    snprintf(conf, sizeof(conf), "processes 2;\nlisten 127.0.0.1:%u;\n", port);
+    argv[2] = put("t.conf", conf);
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1, "%s", p.log);
+    cr_assert(strstr(p.log, "before serving; stopping") != NULL, "%s", p.log);
+    cr_assert(strstr(p.log, "Address already in use") != NULL, "%s", p.log);
+    close(holder);
+}
+
+/* ---- man pages ---- */
+
+static const char *const pages[] = {
+    TP_SOURCE_DIR "/apps/tidepool/tidepool.8",
+    TP_SOURCE_DIR "/conf/tidepool.conf.5",
+    TP_SOURCE_DIR "/apps/stress/tidepool-stress.1",
+};
+
+static char *slurp(const char *path)
+{
+    static char text[3][65536];
+    static int next;
+    char *buf = text[next++ % 3];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    n = fread(buf, 1, sizeof(text[0]) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(tidepool, man_pages_pass_mandoc_lint)
+{
+    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+        char cmd[PATH_MAX + 64], out[4096];
+        FILE *f;
+        size_t n;
+
+        snprintf(cmd, sizeof(cmd), "mandoc -Tlint -W warning %s 2>&1", pages[i]);
+        f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        cr_assert_eq(pclose(f), 0, "mandoc (is the mandoc package installed?): %s", out);
+        cr_assert_eq(n, 0, "%s:\n%s", pages[i], out);
+    }
+}
+
+Test(tidepool, every_directive_is_in_tidepool_conf_5)
+{
+    const char *page = slurp(pages[1]), *name;
+    char want[64];
+
+    for (size_t i = 0; (name = tp_conf_directive_name(i)) != NULL; i++) {
+        snprintf(want, sizeof(want), ".It Ic %s ", name);
+        cr_expect(strstr(page, want) != NULL, "directive %s is not in tidepool.conf(5)", name);
+    }
+}
+
+/* Whether page has "Fl opt" as a whole word (not a prefix of a longer one). */
+static bool has_flag(const char *page, const char *opt)
+{
+    char want[48];
+    size_t n = (size_t)snprintf(want, sizeof(want), "Fl %s", opt);
+
+    for (const char *s = page; (s = strstr(s, want)) != NULL; s++)
+        if (s[n] == ' ' || s[n] == '\n' || s[n] == ',')
+            return true;
+    return false;
+}
+
+/* Every option --help prints ("  -c FILE", "  --mode MODE", "  -h, --help")
+ * is an `Fl` of the page. */
+static void options_documented(const char *const argv[], const char *page_path)
+{
+    static char help[16384];
+    const char *page = slurp(page_path);
+    struct proc p;
+    char *line, *save = NULL;
+    int seen = 0;
+
+    cr_assert_eq(run(&p, argv, help, sizeof(help)), 0, "%s", p.log);
+    for (line = strtok_r(help, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char *s = line;
+
+        while (*s == ' ')
+            s++;
+        if (s == line || *s != '-')
+            continue;              /* usage line, or a continuation */
+        while (*s == '-') {
+            char opt[32];
+            size_t n = strcspn(s, " ,:");
+
+            snprintf(opt, sizeof(opt), "%.*s", (int)n, s);
+            cr_expect(has_flag(page, opt + 1), "%s is not in %s", opt, page_path);
+            seen++;
+            s += n;
+            if (strncmp(s, ", ", 2) != 0)
+                break;
+            s += 2;
+        }
+    }
+    cr_assert_gt(seen, 4, "no options found in the help: %s", help);
+}
+
+Test(tidepool, every_option_of_help_is_in_its_page)
+{
+    const char *server[] = { BIN, "-h", NULL };
+    const char *stress[] = { TP_BIN_DIR "/tidepool-stress", "--help", NULL };
+
+    options_documented(server, pages[0]);
+    options_documented(stress, pages[2]);
 }

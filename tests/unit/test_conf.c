@@ -475,7 +475,7 @@ Test(conf, dump_loads_back_to_the_same_values)
     size_t len = 0;
     FILE *mem;
 
-    cr_assert_eq(load("workers 3;\nmax_connections 100;\nlog_level debug;\n"
+    cr_assert_eq(load("workers 3;\nprocesses 2;\nmax_connections 100;\nlog_level debug;\n"
                       "shutdown_timeout 1m30s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
                       "user nobody;\n"
                       "listen [::1]:7001 {\n  app upper;\n  framing length;\n  max_message 100k;\n"
@@ -492,6 +492,8 @@ Test(conf, dump_loads_back_to_the_same_values)
     fclose(mem);
     cr_assert_eq(load(text), 0, "%s\n%s", err, text);
     cr_expect_eq(conf.workers, first.workers);
+    cr_expect_eq(conf.processes, 2);
+    cr_expect_eq(conf.processes, first.processes);
     cr_expect_eq(conf.max_connections, first.max_connections);
     cr_expect_eq(conf.log_level, first.log_level);
     cr_expect_eq(conf.shutdown_timeout_ms, first.shutdown_timeout_ms);
@@ -508,4 +510,19 @@ Test(conf, dump_loads_back_to_the_same_values)
         cr_expect(memcmp(&a, &b, sizeof(a)) == 0, "listen %zu differs after the dump:\n%s", i, text);
     }
     free(text);
+}
+
+Test(conf, processes_and_the_ports_they_share)
+{
+    cr_assert_eq(load("processes auto;\nlisten 127.0.0.1:7000;\n"), 0, "%s", err);
+    cr_assert_eq(conf.processes, -1);
+    cr_assert_geq(tp_conf_processes(&conf), 1);
+    cr_assert_eq(load("processes 4;\nworkers auto;\nlisten 7000;\n"), 0, "%s", err);
+    cr_assert_eq(tp_conf_processes(&conf), 4);
+    cr_assert_geq(tp_conf_workers(&conf), 1, "auto workers are the CPUs shared, at least one");
+    cr_assert_eq(load("listen 7000;\n"), 0, "%s", err);
+    cr_assert_eq(conf.processes, 1, "one process by default");
+    expect_error("processes 0;\nlisten 7000;\n", 1, "1..256");
+    expect_error("processes 2;\nlisten 127.0.0.1:7000;\n\nlisten 127.0.0.1:0;\n", 4,
+                 "port 0 cannot be shared by several processes");
 }
