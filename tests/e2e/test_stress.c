@@ -1166,6 +1166,24 @@ static long publish_foreign(unsigned port, const char *channel, long want, int m
     return reached;
 }
 
+/* Whether the tool's channel has n subscribers (PUBSUB NUMSUB). */
+static bool redis_has_subscribers(unsigned port, long n)
+{
+    char buf[64];
+    int fd = connect_to(port);
+    bool ok = false;
+
+    if (fd < 0)
+        return false;
+    /* *2 $8 tidepool :N: the reply's lines, one at a time. */
+    if (redis_call(fd, "PUBSUB NUMSUB tidepool\r\n", buf, sizeof(buf)) &&
+        redis_call(fd, "", buf, sizeof(buf)) && redis_call(fd, "", buf, sizeof(buf)) &&
+        redis_call(fd, "", buf, sizeof(buf)))
+        ok = buf[0] == ':' && atol(buf + 1) == n;
+    close(fd);
+    return ok;
+}
+
 Test(stress, chat_resp_a_line_not_of_the_tool_is_a_mismatch_or_with_skip_foreign)
 {
     long reached;
@@ -1215,6 +1233,30 @@ Test(stress, chat_resp_subscribers_the_server_drops_are_errors)
     cr_assert_eq(jnum("closed_early") + jnum("reset"), 6, "%s", json);
     cr_assert_eq(jchat("members_at_end"), 0, "%s", json);
     cr_assert_eq(jnum("missing"), 0, "members gone are not counted missing: %s", json);
+}
+
+Test(stress, chat_sigint_stops_the_senders_drains_and_reports)
+{
+    uint64_t t0;
+    int fd;
+
+    redis_start();
+    t0 = now_ms();
+    fd = stress_start("--mode", "chat", "--proto", "resp", "-c", "10", "--senders", "2", "-r",
+                      "1000", "-d", "30s", "--json", new_json_path(), target(rds.port), NULL);
+    /* SIGINT once the 10 subscribers joined and lines flowed for 300 ms. */
+    while (now_ms() - t0 < 10000 && !redis_has_subscribers(rds.port, 10))
+        usleep(10 * 1000);
+    usleep(300 * 1000);
+    kill(stress_pid, SIGINT);
+    stress_finish(fd, 10000);
+    cr_assert_lt(now_ms() - t0, 8000, "stopped soon after SIGINT");
+    cr_assert_eq(res.code, 0, "nothing lost in the drain: %s", res.out);
+    json_load();
+    cr_assert_gt(jchat("lines"), 0, "%s", json);
+    cr_assert_eq(jchat("deliveries"), jchat("lines") * 10, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 5, "%s", json);
+    assert_no_errors();
 }
 
 Test(stress, chat_line_against_echo_reports_own_echo_missing_and_members_never_joined)
