@@ -223,7 +223,7 @@ void tp_stress__chat_destroy(struct tp_stress_engine *e)
 }
 
 /* Gives each of the thread's connections its role and buffers. */
-static int worker_roles(struct worker *w, struct tp_stress_chat_worker *cw)
+static void worker_roles(struct worker *w, struct tp_stress_chat_worker *cw)
 {
     struct tp_stress_chat *ch = chat_of(w);
     struct tp_stress_chat_conn *cc;
@@ -248,7 +248,6 @@ static int worker_roles(struct worker *w, struct tp_stress_chat_worker *cw)
         cw->local_senders[k++] = j;
     }
     cw->nlocal = k;
-    return 0;
 }
 
 int tp_stress__chat_worker_init(struct worker *w)
