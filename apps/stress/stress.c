@@ -19,7 +19,14 @@
 
 static const char *err_names[TP_STRESS_ERR_KINDS] = {
     "refused", "reset", "timeout", "mismatch", "closed_early", "other",
+    "missing", "duplicate", "out_of_order", "own_echo",
 };
+
+/* The error kinds a mode counts (and the report and JSON show). */
+static int nkinds(const struct tp_stress_opts *o)
+{
+    return o->mode == TP_STRESS_CHAT ? TP_STRESS_ERR_KINDS : TP_STRESS_ERR_CHAT_FIRST;
+}
 
 /* Everything the report needs, in the units it prints. */
 struct summary {
@@ -128,7 +135,8 @@ static void progress_line(const struct tp_stress_opts *o, double elapsed, double
     fmt_us((double)tp_stress_hist_percentile(s->interval, 99000) / 1e3, p99, sizeof(p99));
     printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
            elapsed, (unsigned long long)s->open,
-           o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s" : "msg/s",
+           o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s"
+           : o->mode == TP_STRESS_CHAT ? "deliv/s" : "msg/s",
            rate, mb, s->interval->count ? p99 : "-",
            (unsigned long long)total_errors(&s->n));
     fflush(stdout);
@@ -244,6 +252,12 @@ static void judge(struct summary *m)
     else if (o->mode == TP_STRESS_FLOOD && n->bytes == 0)
         snprintf(why, len, "no echoed byte came back (%llu bytes sent)",
                  (unsigned long long)n->sent_bytes);
+    else if (o->mode == TP_STRESS_CHAT && n->sent_msgs == 0)
+        snprintf(why, len, "no line was sent (%llu of %u members in the room)",
+                 (unsigned long long)m->r->chat.joined, m->r->chat.members);
+    else if (o->mode == TP_STRESS_CHAT && n->msgs == 0)
+        snprintf(why, len, "no line was delivered (%llu sent)",
+                 (unsigned long long)n->sent_msgs);
     else if (m->probe != NULL && sum_errors(m->probe->err) > 0)
         errors_why("probe: ", m->probe->err, why, len);
     else if (m->probe != NULL && m->probe->count == 0)
@@ -260,6 +274,9 @@ static void print_notes(const struct tp_stress_result *r, rlim_t fd_limit)
     if (r->notes & TP_STRESS_NOTE_ADDRNOTAVAIL)
         fprintf(stderr, PROG ": note: out of local ports (EADDRNOTAVAIL; TIME_WAIT after "
                 "many closes?): use --src 127.0.0.1-127.0.0.8 or fewer connections\n");
+    if (r->notes & TP_STRESS_NOTE_PREFIXED)
+        fprintf(stderr, PROG ": note: some lines had the tool's mark after other text "
+                "(the room's chat_prefix?): --foreign skip drops such prefixes\n");
     if (r->notes & TP_STRESS_NOTE_ERRNO)
         fprintf(stderr, PROG ": note: errors counted as other began with: %s\n",
                 strerror(r->other_errno));
@@ -287,6 +304,33 @@ static void print_probe(const struct summary *m)
     printf("\n");
 }
 
+/* "room ..." and "delivered ..." lines of --mode chat. */
+static void print_chat(const struct summary *m)
+{
+    const struct tp_stress_chat_result *c = &m->r->chat;
+    const struct tp_stress_counts *n = &m->r->n;
+
+    printf("room         %u members, %llu joined%s, %u sender%s (%s), %llu members open "
+           "at the end\n", c->members, (unsigned long long)c->joined,
+           c->join_timed_out ? " (the rest not within --timeout)" : "", c->senders,
+           c->senders == 1 ? "" : "s",
+           m->o->proto == TP_STRESS_PROTO_RESP ? "extra publisher connections"
+                                               : "members that also read",
+           (unsigned long long)c->members_at_end);
+    printf("delivered    %llu deliveries of %llu lines sent x %u recipients = %llu, "
+           "%.1f deliveries/s, %.2f MB/s\n", (unsigned long long)n->msgs,
+           (unsigned long long)n->sent_msgs, c->recipients,
+           (unsigned long long)(n->sent_msgs * c->recipients), m->msgs_per_s, m->mb_per_s);
+    printf("phases       sending %.3f s, drain %.3f s; %llu lines given up after --timeout",
+           (double)c->send_ns / 1e9, (double)c->drain_ns / 1e9,
+           (unsigned long long)c->given_up);
+    if (m->o->skip_foreign)
+        printf(", %llu foreign lines skipped", (unsigned long long)c->foreign);
+    if (m->o->proto == TP_STRESS_PROTO_RESP)
+        printf(", %llu PUBLISH replies checked", (unsigned long long)c->publish_replies);
+    printf("\n");
+}
+
 static void print_report(const struct summary *m)
 {
     const struct tp_stress_opts *o = m->o;
@@ -294,16 +338,26 @@ static void print_report(const struct summary *m)
     char l[6][32];
     int i;
 
-    printf("target       %s (%s), %s mode, %u thread%s, %u B messages, ",
-           o->target.text, m->target, tp_stress_mode_name(o->mode), o->threads,
-           o->threads == 1 ? "" : "s", o->size);
-    if (o->mode == TP_STRESS_FLOOD)
+    printf("target       %s (%s), %s mode", o->target.text, m->target,
+           tp_stress_mode_name(o->mode));
+    if (o->mode == TP_STRESS_CHAT && o->proto == TP_STRESS_PROTO_RESP)
+        printf(" (resp: Redis pub/sub, channel %s)", o->channel);
+    else if (o->mode == TP_STRESS_CHAT)
+        printf(" (line)");
+    printf(", %u thread%s, %u B %s, ", o->threads, o->threads == 1 ? "" : "s", o->size,
+           o->mode == TP_STRESS_CHAT ? "lines" : "messages");
+    if (o->mode == TP_STRESS_CHAT && o->rate > 0)
+        printf("depth %u per sender, rate %.0f lines/s over all senders\n", o->depth, o->rate);
+    else if (o->mode == TP_STRESS_CHAT)
+        printf("depth %u per sender, unpaced\n", o->depth);
+    else if (o->mode == TP_STRESS_FLOOD)
         printf("window %llu B, unpaced\n", (unsigned long long)o->window);
     else if (o->rate > 0)
         printf("depth %u, rate %.0f msg/s\n", o->depth, o->rate);
     else
         printf("depth %u, unpaced\n", o->depth);
-    printf("connections  %u requested, %llu opened, %llu open at end\n", o->conns,
+    printf("connections  %llu requested, %llu opened, %llu open at end\n",
+           (unsigned long long)r->requested,
            (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
     printf("duration     %.3f s\n", m->secs);
     switch (o->mode) {
@@ -333,18 +387,22 @@ static void print_report(const struct summary *m)
         printf("held         %llu of %llu still open at the end\n",
                (unsigned long long)r->open_at_end, (unsigned long long)r->n.opened);
         break;
+    case TP_STRESS_CHAT:
+        print_chat(m);
+        break;
     }
     if (r->hist.count > 0) {
         for (i = 0; i < 6; i++)
             fmt_us(m->lat_us[i], l[i], sizeof(l[i]));
         printf("latency      p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s%s\n",
                l[0], l[1], l[2], l[3], l[4], l[5],
-               o->mode == TP_STRESS_STORM ? " (connect to reply)" : "");
+               o->mode == TP_STRESS_STORM ? " (connect to reply)"
+               : o->mode == TP_STRESS_CHAT ? " (send to each delivery)" : "");
     }
     printf("errors      ");
-    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+    for (i = 0; i < nkinds(o); i++)
         printf(" %s %llu%s", err_names[i], (unsigned long long)r->n.err[i],
-               i + 1 < TP_STRESS_ERR_KINDS ? "," : "\n");
+               i + 1 < nkinds(o) ? "," : "\n");
     if (m->probe != NULL)
         print_probe(m);
     fflush(stdout);
@@ -375,9 +433,32 @@ static void write_json_probe(FILE *f, const struct summary *m)
             "\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f},\n  \"errors\":{",
             (double)m->o->probe_ns / 1e6, (unsigned long long)p->count, m->probe_us[0],
             m->probe_us[1], m->probe_us[2], m->probe_us[3], m->probe_us[4], m->probe_us[5]);
-    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+    for (i = 0; i < TP_STRESS_ERR_CHAT_FIRST; i++)
         fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)p->err[i],
-                i + 1 < TP_STRESS_ERR_KINDS ? "," : "}},\n");
+                i + 1 < TP_STRESS_ERR_CHAT_FIRST ? "," : "}},\n");
+}
+
+/* The "chat" object: the room, and deliveries (= "messages") against lines. */
+static void write_json_chat(FILE *f, const struct summary *m)
+{
+    const struct tp_stress_chat_result *c = &m->r->chat;
+    const struct tp_stress_opts *o = m->o;
+
+    fprintf(f, " \"chat\":{\"proto\":\"%s\",\"channel\":",
+            o->proto == TP_STRESS_PROTO_RESP ? "resp" : "line");
+    put_json_string(f, o->proto == TP_STRESS_PROTO_RESP ? o->channel : "");
+    fprintf(f, ",\"members\":%u,\"senders\":%u,\"recipients\":%u,\"joined\":%llu,"
+            "\"join_timed_out\":%s,\n  \"members_at_end\":%llu,\"lines\":%llu,"
+            "\"deliveries\":%llu,\"expected\":%llu,\"deliveries_per_s\":%.3f,\n"
+            "  \"send_s\":%.6f,\"drain_s\":%.6f,\"given_up\":%llu,\"foreign\":%llu,"
+            "\"publish_replies\":%llu},\n",
+            c->members, c->senders, c->recipients, (unsigned long long)c->joined,
+            c->join_timed_out ? "true" : "false", (unsigned long long)c->members_at_end,
+            (unsigned long long)m->r->n.sent_msgs, (unsigned long long)m->r->n.msgs,
+            (unsigned long long)(m->r->n.sent_msgs * c->recipients), m->msgs_per_s,
+            (double)c->send_ns / 1e9, (double)c->drain_ns / 1e9,
+            (unsigned long long)c->given_up, (unsigned long long)c->foreign,
+            (unsigned long long)c->publish_replies);
 }
 
 static int write_json(const struct summary *m, const char *path)
@@ -394,8 +475,9 @@ static int write_json(const struct summary *m, const char *path)
     put_json_string(f, o->target.text);
     fprintf(f, ",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
             o->threads, o->size, o->depth, o->rate);
-    fprintf(f, " \"connections\":{\"requested\":%u,\"opened\":%llu,\"open_at_end\":%llu},\n",
-            o->conns, (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
+    fprintf(f, " \"connections\":{\"requested\":%llu,\"opened\":%llu,\"open_at_end\":%llu},\n",
+            (unsigned long long)r->requested, (unsigned long long)r->n.opened,
+            (unsigned long long)r->open_at_end);
     fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
             "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,\"sent_bytes\":%llu,"
             "\"in_flight_at_end\":%llu,\n",
@@ -405,13 +487,15 @@ static int write_json(const struct summary *m, const char *path)
             (unsigned long long)r->in_flight_at_end);
     if (o->mode == TP_STRESS_FLOOD)
         fprintf(f, " \"window\":%llu,\n", (unsigned long long)o->window);
+    if (o->mode == TP_STRESS_CHAT)
+        write_json_chat(f, m);
     fprintf(f, " \"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
             "\"max\":%.3f,\"mean\":%.3f},\n", m->lat_us[0], m->lat_us[1], m->lat_us[2],
             m->lat_us[3], m->lat_us[4], m->lat_us[5]);
     fprintf(f, " \"errors\":{");
-    for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
+    for (i = 0; i < nkinds(o); i++)
         fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)r->n.err[i],
-                i + 1 < TP_STRESS_ERR_KINDS ? "," : "},\n");
+                i + 1 < nkinds(o) ? "," : "},\n");
     if (m->probe != NULL)
         write_json_probe(f, m);
     fprintf(f, " \"ok\":%s,\"why\":", m->ok ? "true" : "false");
@@ -457,6 +541,14 @@ static int drive(tp_stress_engine_t *e, tp_stress_probe_t *probe, const struct t
     return rc;
 }
 
+/* Connections the run opens: chat resp adds the publishers to -c. */
+static uint64_t total_conns(const struct tp_stress_opts *o)
+{
+    if (o->mode == TP_STRESS_CHAT && o->proto == TP_STRESS_PROTO_RESP)
+        return (uint64_t)o->conns + o->senders;
+    return o->conns;
+}
+
 /* Runs the load and reports; returns the exit code. */
 static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 {
@@ -474,10 +566,10 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 
     tp_stress_addr_format(addr, target, sizeof(target));
     m.target = target;
-    if ((uint64_t)o->conns + FD_RESERVE + o->threads > fd_limit)
-        fprintf(stderr, PROG ": warning: -c %u is over the open-file limit (%llu); "
-                "connections past it will fail (counted as other, EMFILE)\n",
-                o->conns, (unsigned long long)fd_limit);
+    if (total_conns(o) + FD_RESERVE + 2 * o->threads > fd_limit)
+        fprintf(stderr, PROG ": warning: %llu connections are over the open-file limit "
+                "(%llu); connections past it will fail (counted as other, EMFILE)\n",
+                (unsigned long long)total_conns(o), (unsigned long long)fd_limit);
     e = tp_stress_engine_create(o, addr, o->target.addrlen[a], progress, err, sizeof(err));
     if (e == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
@@ -494,8 +586,9 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
     for (i = 0; i < r.ndetails; i++)
         fprintf(stderr, PROG ": %s\n", r.details[i]);
     if (r.details_dropped > 0)
-        fprintf(stderr, PROG ": ... and %llu more mismatching connections\n",
-                (unsigned long long)r.details_dropped);
+        fprintf(stderr, PROG ": ... and %llu more %s\n",
+                (unsigned long long)r.details_dropped,
+                o->mode == TP_STRESS_CHAT ? "mismatches" : "mismatching connections");
     if (m.probe != NULL && pr.first_err[0] != '\0')
         fprintf(stderr, PROG ": %s (first probe failure)\n", pr.first_err);
     print_notes(&r, fd_limit);

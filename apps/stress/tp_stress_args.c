@@ -8,6 +8,7 @@
 
 #include "tp_conf.h"
 #include "tp_stress_args.h"
+#include "tp_stress_line.h"
 #include "tp_stress_msg.h"
 
 #define MAX_CONNS 10000000u
@@ -17,11 +18,13 @@
 #define MAX_WINDOW (UINT64_C(1) << 30)
 #define DEFAULT_WINDOW (UINT64_C(4) << 20)
 #define NS_PER_S 1000000000.0
+#define MAX_CHANNEL 256u
+#define MAX_PAIRS (UINT64_C(16) << 20)    /* chat: members * senders order records */
 #define TIME_TEXT "a time > 0 such as 500ms, 30s, 1m30s"
 
 enum {
     OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION,
-    OPT_WINDOW, OPT_PROBE,
+    OPT_WINDOW, OPT_PROBE, OPT_SENDERS, OPT_PROTO, OPT_CHANNEL, OPT_FOREIGN,
 };
 
 static const struct option long_opts[] = {
@@ -43,10 +46,14 @@ static const struct option long_opts[] = {
     { "version",     no_argument,       NULL, OPT_VERSION },
     { "window",      required_argument, NULL, OPT_WINDOW },
     { "probe",       required_argument, NULL, OPT_PROBE },
+    { "senders",     required_argument, NULL, OPT_SENDERS },
+    { "proto",       required_argument, NULL, OPT_PROTO },
+    { "channel",     required_argument, NULL, OPT_CHANNEL },
+    { "foreign",     required_argument, NULL, OPT_FOREIGN },
     { NULL, 0, NULL, 0 },
 };
 
-static const char *mode_names[] = { "echo", "hold", "storm", "slow", "flood" };
+static const char *mode_names[] = { "echo", "hold", "storm", "slow", "flood", "chat" };
 #define NMODES (sizeof(mode_names) / sizeof(mode_names[0]))
 
 const char *tp_stress_mode_name(enum tp_stress_mode mode)
@@ -65,6 +72,10 @@ const char *tp_stress_args_usage(void)
 "                  flood: send -s lines as fast as the socket takes, never waiting\n"
 "                  for replies; read what comes back and check it byte for byte\n"
 "                  (latency is not measured; -p, -r do not apply; -n counts lines)\n"
+"                  chat: -c members of one chat room, --senders of them send\n"
+"                  -s lines that name sender, sequence number and send time;\n"
+"                  every member checks it got every other member's lines, in\n"
+"                  order, once, and none of its own (see CHAT below)\n"
 "  -c CONNS        connections (storm: parallel slots), default 10\n"
 "  -t THREADS      threads, each with its own epoll and share of the connections, default 1\n"
 "  -d TIME         how long to run (default 10s)\n"
@@ -79,6 +90,15 @@ const char *tp_stress_args_usage(void)
 "  --probe TIME    also, every TIME, open a new connection, send one -s message,\n"
 "                  wait for it back and close: p50/p90/p99/max of connect to reply\n"
 "                  (a probe over --timeout is an error)\n"
+"  --senders S     chat: how many send, default 1 (line: S of the -c members;\n"
+"                  resp: S publisher connections beside the -c subscribers)\n"
+"  --proto P       chat: line (default; a tidepool `app chat` room) or resp\n"
+"                  (Redis pub/sub: members SUBSCRIBE, senders PUBLISH)\n"
+"  --channel NAME  chat, resp: the channel (default tidepool)\n"
+"  --foreign F     chat: error (default) or skip: a line that does not start\n"
+"                  with the tool's mark is not an error; text before the mark\n"
+"                  (chat_prefix's \"ADDR:PORT: \") is dropped, a line without\n"
+"                  it (join_notice) is counted as foreign and ignored\n"
 "  --src A-B       bind connections round-robin to the IPv4 addresses A..B\n"
 "  --verify on|off compare every reply byte with what was sent (default on)\n"
 "  --timeout TIME  a reply or connect slower than this is an error (default 10s)\n"
@@ -93,6 +113,21 @@ const char *tp_stress_args_usage(void)
 "  storm: a cycle completed;  slow: a whole message sent\n"
 "  flood: echoed bytes came back (mismatches are errors)\n"
 "  --probe: a probe completed (its errors count too)\n"
+"  chat: lines were sent and delivered; missing, duplicate, out_of_order and\n"
+"  own_echo lines are errors\n"
+"CHAT: members connect, then confirm they are in the room (line: members 0\n"
+"and 1 send a join line every 100 ms and every member waits for the other's;\n"
+"resp: the SUBSCRIBE confirmation), all within --timeout (a member that did\n"
+"not is a timeout error); only then do senders\n"
+"start. -r is lines/s over all senders, -p lines in flight per sender (sent\n"
+"and not yet delivered to every member), -n lines in all, -s >= 38. After -d\n"
+"(or -n, or SIGINT) senders stop and the lines in flight drain, each waited\n"
+"for at most --timeout; then every member still open counts what it never\n"
+"got. A delivery is a line one member received: line mode, each line goes\n"
+"to the -c - 1 other members; resp, to all -c subscribers (publishers are\n"
+"extra connections: Redis does not let a subscribed connection publish).\n"
+"Latency is from a line's send (or, with -r, intended send) time to each\n"
+"delivery; duration is from the release of the senders to the end of the drain.\n"
 "exit status: 0 ok, 1 not ok (why: on stderr and as \"why\" in --json), 2 usage\n"
 "error. SIGINT stops early and still reports.\n";
 }
@@ -166,6 +201,9 @@ static void set_defaults(struct tp_stress_opts *o)
     o->timeout_ns = 10 * (uint64_t)NS_PER_S;
     o->window = DEFAULT_WINDOW;
     o->verify = true;
+    o->senders = 1;
+    o->proto = TP_STRESS_PROTO_LINE;
+    o->channel = "tidepool";
 }
 
 #define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return -EINVAL; } while (0)
@@ -225,7 +263,7 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
             if (strcmp(arg, mode_names[m]) == 0)
                 break;
         if (m == NMODES)
-            BAD("--mode \"%s\": expected echo, hold, storm, slow or flood", arg);
+            BAD("--mode \"%s\": expected echo, hold, storm, slow, flood or chat", arg);
         o->mode = (enum tp_stress_mode)m;
         return 0;
     case OPT_RAMP:
@@ -254,6 +292,31 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         if (parse_time(arg, &o->probe_ns) < 0)
             BAD("--probe \"%s\": expected " TIME_TEXT, arg);
         return 0;
+    case OPT_SENDERS:
+        if (parse_count(arg, 1, TP_STRESS_LINE_MAX_ID + 1, false, &v) < 0)
+            BAD("--senders \"%s\": expected a number of senders, 1..%u", arg,
+                TP_STRESS_LINE_MAX_ID + 1);
+        o->senders = (uint32_t)v;
+        o->has_chat_opts = true;
+        return 0;
+    case OPT_PROTO:
+        if (strcmp(arg, "line") != 0 && strcmp(arg, "resp") != 0)
+            BAD("--proto \"%s\": expected line or resp", arg);
+        o->proto = strcmp(arg, "resp") == 0 ? TP_STRESS_PROTO_RESP : TP_STRESS_PROTO_LINE;
+        o->has_chat_opts = true;
+        return 0;
+    case OPT_CHANNEL:
+        if (arg[0] == '\0' || strlen(arg) > MAX_CHANNEL)
+            BAD("--channel \"%s\": expected a channel name of 1..%u bytes", arg, MAX_CHANNEL);
+        o->channel = arg;
+        o->has_chat_opts = true;
+        return 0;
+    case OPT_FOREIGN:
+        if (strcmp(arg, "error") != 0 && strcmp(arg, "skip") != 0)
+            BAD("--foreign \"%s\": expected error or skip", arg);
+        o->skip_foreign = strcmp(arg, "skip") == 0;
+        o->has_chat_opts = true;
+        return 0;
     case OPT_JSON:
         if (arg[0] == '\0')
             BAD("--json: expected a file name");
@@ -261,6 +324,28 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         return 0;
     }
     BAD("internal error: option %d", ch);
+}
+
+/* The rules of --mode chat: 0 or -EINVAL. */
+static int check_chat(const struct tp_stress_opts *o, char *err, size_t errlen)
+{
+    if (o->size < TP_STRESS_LINE_MIN)
+        BAD("-s %u: chat lines carry sender, sequence and time: expected at least %u",
+            o->size, TP_STRESS_LINE_MIN);
+    if (o->conns > TP_STRESS_LINE_MAX_ID + 1)
+        BAD("-c %u: expected at most %u chat members", o->conns, TP_STRESS_LINE_MAX_ID + 1);
+    if (o->proto == TP_STRESS_PROTO_LINE && o->conns < 2)
+        BAD("-c %u: a line chat room needs 2 members or more (a line goes to the others)",
+            o->conns);
+    if (o->proto == TP_STRESS_PROTO_LINE && o->senders > o->conns)
+        BAD("--senders %u: expected at most the -c %u members (line senders are members)",
+            o->senders, o->conns);
+    if ((uint64_t)o->senders * o->conns > MAX_PAIRS)
+        BAD("--senders %u with -c %u: expected at most %llu member-sender pairs",
+            o->senders, o->conns, (unsigned long long)MAX_PAIRS);
+    if (o->probe_ns > 0)
+        BAD("--probe: not with --mode chat (the probe's line would go to the room)");
+    return 0;
 }
 
 /* Checks that need every option: 0 or -EINVAL. */
@@ -277,6 +362,10 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
             "flight with -p)");
     if (o->rate > 0 && o->mode == TP_STRESS_FLOOD)
         BAD("-r: not with --mode flood, which sends as fast as the socket takes");
+    if (o->has_chat_opts && o->mode != TP_STRESS_CHAT)
+        BAD("--senders, --proto, --channel, --foreign: only with --mode chat");
+    if (o->mode == TP_STRESS_CHAT && check_chat(o, err, errlen) < 0)
+        return -EINVAL;
     if (o->has_src && o->target.addr[0].ss_family != AF_INET)
         BAD("--src: the range is IPv4 but %s is not an IPv4 address", o->target.text);
     return 0;

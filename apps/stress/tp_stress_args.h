@@ -15,6 +15,12 @@ enum tp_stress_mode {
     TP_STRESS_SLOW,    /* send as fast as the socket takes, never read */
     TP_STRESS_FLOOD,   /* send as fast as the socket takes, read and verify
                           the echo as it comes, never wait for it */
+    TP_STRESS_CHAT,    /* members of one room: senders' lines fan out to all */
+};
+
+enum tp_stress_proto {
+    TP_STRESS_PROTO_LINE,  /* chat: lines to the server, lines back */
+    TP_STRESS_PROTO_RESP,  /* chat: Redis pub/sub, SUBSCRIBE and PUBLISH */
 };
 
 enum tp_stress_action {
@@ -42,6 +48,12 @@ struct tp_stress_opts {
     bool quiet;               /* -q */
     bool has_src;             /* --src given */
     bool has_window;          /* --window given */
+    uint32_t senders;         /* --senders, chat: members (line) or publishers
+                                 (resp) that send */
+    enum tp_stress_proto proto;  /* --proto, chat */
+    const char *channel;      /* --channel, chat resp */
+    bool skip_foreign;        /* --foreign skip, chat */
+    bool has_chat_opts;       /* --senders, --proto, --channel or --foreign given */
     const char *json_path;    /* --json, NULL: none */
     struct tp_stress_src src;
     struct tp_stress_target target;
@@ -54,7 +66,7 @@ struct tp_stress_opts {
 int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
                          char *err, size_t errlen);
 
-/* "echo", "hold", "storm", "slow" or "flood". */
+/* "echo", "hold", "storm", "slow", "flood" or "chat". */
 const char *tp_stress_mode_name(enum tp_stress_mode mode);
 
 /* The -h text. */

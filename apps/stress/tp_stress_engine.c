@@ -28,102 +28,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tp_stress_pace.h"
-#include "tp_stress_engine.h"
+#include "internal.h"
 #include "tp_stress_msg.h"
 
-#define MS 1000000ull
 #define MAX_EVENTS 512
 #define MAX_PENDING 256              /* connects outstanding per thread */
-#define RBUF_SIZE (256 * 1024)
 #define STREAM_BLOCK (64 * 1024)     /* slow, flood: at least this many bytes of messages */
 #define FLOOD_SENDS 4                /* sends per connection per writable event */
-#define SWEEP_NS (100 * MS)          /* timeout checks */
 #define PUBLISH_NS (250 * MS)        /* progress counters */
-#define MAX_WAIT_NS (100 * MS)       /* longest epoll wait: stop latency */
 #define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
 
-enum conn_state { C_IDLE, C_CONNECTING, C_OPEN, C_DONE };
-
-struct conn {
-    int fd;
-    uint32_t gen;            /* bumped at close: stale events are dropped */
-    uint8_t state;
-    bool out_blocked;        /* EPOLLOUT asked for (echo, flood) */
-    uint32_t index;          /* 0..conns-1 over all threads */
-    uint64_t seq_queued;     /* messages put in the ring */
-    uint64_t seq_done;       /* replies complete */
-    uint64_t out_off;        /* stream bytes written */
-    uint64_t in_off;         /* stream bytes received */
-    uint64_t out_limit;      /* flood: stream bytes it may send (-n); UINT64_MAX */
-    uint64_t wait_since;     /* connect start, or last progress with replies due */
-    uint64_t cycle_start;    /* storm: connect start */
-    uint64_t retry_at;       /* storm: when the slot may connect again */
-    char *ring;              /* depth * size bytes in flight (echo, storm); flood:
-                                the thread's stream */
-    uint64_t *stamps;        /* depth send (or intended) times */
-};
-
-struct worker {
-    struct tp_stress_engine *e;
-    const struct tp_stress_opts *o;
-    pthread_t tid;
-    bool started;
-    int epfd;
-    uint32_t first, nconns;  /* global index of the first connection; count */
-    uint64_t quota;          /* replies (storm: cycles) to finish; UINT64_MAX */
-    double rate, ramp;       /* this thread's share */
-    struct conn *conns;
-    char *rings, *rbuf;
-    char *stream;            /* slow, flood: whole messages; flood: twice over,
-                                so that any stream_len bytes from pos < stream_len
-                                are contiguous */
-    uint64_t *stamps;
-    uint32_t ring_len, stream_len;
-    uint32_t *retry;         /* storm: FIFO of slots waiting to reconnect */
-    uint32_t retry_head, retry_len;
-    uint32_t next_open;      /* next connection never started */
-    uint32_t pending;        /* connects in progress */
-    uint32_t live;           /* connections not given up (storm: slots) */
-    uint32_t rr;             /* pacing round robin */
-    uint64_t open;           /* connections open now */
-    uint64_t issued;         /* messages (storm: cycles) started */
-    uint64_t src_next;       /* --src round robin */
-    bool pace_started, stopping;
-    bool pace_full;          /* due messages wait: no open connection had room */
-    bool refill;             /* -n budget came back: offer it to idle connections */
-    bool no_pwait2;          /* the kernel lacks epoll_pwait2 */
-    struct tp_stress_pace pace, ramp_pace;
-    struct tp_stress_hist *rec;  /* total, or cur when progress is on */
-    struct tp_stress_hist *total, *cur;
-    struct tp_stress_counts n;
-    unsigned notes;
-    int other_errno;
-    unsigned ndetails;
-    uint64_t details_dropped;
-    char details[TP_STRESS_MAX_DETAILS][192];
-    uint64_t end_ns, open_at_end, in_flight_at_end;
-    uint64_t next_sweep, next_publish;
-    pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
-    struct tp_stress_hist *pub_hist;
-    struct tp_stress_counts pub_n;
-    uint64_t pub_open;
-};
-
-struct tp_stress_engine {
-    struct tp_stress_opts o;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    bool progress;
-    uint64_t start_ns, deadline_ns;
-    atomic_bool stop;        /* main writes, threads read; relaxed */
-    atomic_uint running;     /* threads still in their loop */
-    unsigned nworkers;
-    struct worker *w;
-};
-
-static void conn_close(struct worker *w, struct conn *c, int kind, uint64_t now);
-static void conn_fail(struct worker *w, struct conn *c, int err, uint64_t now);
 static void echo_pump(struct worker *w, struct conn *c, uint64_t now);
 
 uint64_t tp_stress_now_ns(void)
@@ -144,7 +58,7 @@ static uint64_t epoll_data(const struct worker *w, const struct conn *c)
     return (uint64_t)(uint32_t)(c - w->conns) | (uint64_t)c->gen << 32;
 }
 
-static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
+int tp_stress__conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
 {
     struct epoll_event ev = { .events = events, .data.u64 = epoll_data(w, c) };
 
@@ -247,13 +161,13 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t now)
     fd = open_socket(w);
     if (fd < 0) {
         c->fd = -1;
-        conn_fail(w, c, -fd, now);
+        tp_stress__conn_fail(w, c, -fd, now);
         return;
     }
     c->fd = fd;
-    err = conn_watch(w, c, EPOLL_CTL_ADD, events);
+    err = tp_stress__conn_watch(w, c, EPOLL_CTL_ADD, events);
     if (err < 0)
-        conn_fail(w, c, -err, now);
+        tp_stress__conn_fail(w, c, -err, now);
 }
 
 /* The one close path. kind: the error to count, or -1. Storm slots go back
@@ -261,6 +175,8 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t now)
 static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_t now,
                              uint64_t delay_ns)
 {
+    if (w->o->mode == TP_STRESS_CHAT && (c->state == C_OPEN || c->state == C_CONNECTING))
+        tp_stress__chat_closing(w, c, now);
     if (kind >= 0)
         w->n.err[kind]++;
     if (c->fd >= 0)
@@ -292,21 +208,19 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
     w->live--;
 }
 
-static void conn_close(struct worker *w, struct conn *c, int kind, uint64_t now)
+void tp_stress__conn_close(struct worker *w, struct conn *c, int kind, uint64_t now)
 {
     conn_close_retry(w, c, kind, now, 0);
 }
 
 /* Closes c for errno err; a storm slot out of descriptors or ports waits. */
-static void conn_fail(struct worker *w, struct conn *c, int err, uint64_t now)
+void tp_stress__conn_fail(struct worker *w, struct conn *c, int err, uint64_t now)
 {
     conn_close_retry(w, c, error_kind(w, err), now, is_resource_error(err) ? RETRY_NS : 0);
 }
 
 /* Keeps one line about a mismatch for the report. */
-static void note_detail(struct worker *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note_detail(struct worker *w, const char *fmt, ...)
+void tp_stress__note_detail(struct worker *w, const char *fmt, ...)
 {
     va_list ap;
 
@@ -344,23 +258,23 @@ static int verify(struct worker *w, struct conn *c, const char *data, size_t n, 
             for (i = 0; c->ring[pos + i] == data[done + i]; i++)
                 ;
             uint64_t off = c->in_off + done + i;
-            note_detail(w, "mismatch on connection %u at byte %llu (message %llu, "
+            tp_stress__note_detail(w, "mismatch on connection %u at byte %llu (message %llu, "
                         "byte %llu): expected 0x%02x '%c', got 0x%02x '%c'; closed it",
                         c->index, (unsigned long long)off,
                         (unsigned long long)(off / w->o->size),
                         (unsigned long long)(off % w->o->size),
                         (unsigned char)c->ring[pos + i], printable((unsigned char)c->ring[pos + i]),
                         (unsigned char)data[done + i], printable((unsigned char)data[done + i]));
-            conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
+            tp_stress__conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
             return -1;
         }
         done += len;
     }
     if (done < n) {
-        note_detail(w, "mismatch on connection %u at byte %llu: %zu bytes more than "
+        tp_stress__note_detail(w, "mismatch on connection %u at byte %llu: %zu bytes more than "
                     "were sent; closed it", c->index,
                     (unsigned long long)c->out_off, n - done);
-        conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
+        tp_stress__conn_close(w, c, TP_STRESS_ERR_MISMATCH, now);
         return -1;
     }
     return 0;
@@ -388,23 +302,23 @@ static void want_out(struct worker *w, struct conn *c, bool on, uint64_t now)
     c->out_blocked = on;
     if (w->o->mode == TP_STRESS_STORM)
         return;             /* edge-triggered: EPOLLOUT is always asked for */
-    err = conn_watch(w, c, EPOLL_CTL_MOD, events);
+    err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, events);
     if (err < 0)
-        conn_fail(w, c, -err, now);
+        tp_stress__conn_fail(w, c, -err, now);
 }
 
 /* Counts n bytes just sent on c, and the messages they completed. */
 static void count_sent(struct worker *w, struct conn *c, size_t n)
 {
     w->n.sent_bytes += n;
-    w->n.sent_msgs += (c->out_off + n) / w->o->size - c->out_off / w->o->size;
+    w->n.sent_msgs += (c->out_off + n) / w->unit - c->out_off / w->unit;
     c->out_off += n;
 }
 
 /* Writes what is queued and not yet sent, in one send while it fits. */
-static void flush(struct worker *w, struct conn *c, uint64_t now)
+void tp_stress__flush(struct worker *w, struct conn *c, uint64_t now)
 {
-    uint64_t end = c->seq_queued * w->o->size;
+    uint64_t end = c->seq_queued * w->unit;
     struct iovec iov[2];
     struct msghdr mh = { .msg_iov = iov };
     size_t pos, len;
@@ -428,7 +342,7 @@ static void flush(struct worker *w, struct conn *c, uint64_t now)
             return;
         }
         if (n < 0) {
-            conn_fail(w, c, errno, now);
+            tp_stress__conn_fail(w, c, errno, now);
             return;
         }
         count_sent(w, c, (size_t)n);
@@ -459,11 +373,11 @@ static void echo_pump(struct worker *w, struct conn *c, uint64_t now)
         }
     }
     if (c->out_off < c->seq_queued * w->o->size && !c->out_blocked)
-        flush(w, c, now);
+        tp_stress__flush(w, c, now);
 }
 
 /* One read: 1 if bytes arrived (counted in *n), 0 to wait, -1 if c closed. */
-static int read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *now)
+int tp_stress__read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *now)
 {
     ssize_t r;
 
@@ -478,9 +392,9 @@ static int read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *now)
     if (r < 0 && errno == EAGAIN)
         return 0;
     if (r == 0)
-        conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, *now);
+        tp_stress__conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, *now);
     else
-        conn_fail(w, c, errno, *now);
+        tp_stress__conn_fail(w, c, errno, *now);
     return -1;
 }
 
@@ -489,7 +403,7 @@ static void echo_readable(struct worker *w, struct conn *c)
     uint64_t before = c->seq_done, now, t;
     size_t n;
 
-    if (read_some(w, c, &n, &now) <= 0)
+    if (tp_stress__read_some(w, c, &n, &now) <= 0)
         return;
     if (verify(w, c, w->rbuf, n, now) < 0)
         return;
@@ -511,7 +425,7 @@ static void storm_readable(struct worker *w, struct conn *c)
     uint64_t now;
     size_t n;
 
-    while (read_some(w, c, &n, &now) > 0) {
+    while (tp_stress__read_some(w, c, &n, &now) > 0) {
         if (verify(w, c, w->rbuf, n, now) < 0)
             return;
         c->in_off += n;
@@ -521,7 +435,7 @@ static void storm_readable(struct worker *w, struct conn *c)
             w->n.msgs++;
             assert(c->cycle_start <= now);
             tp_stress_hist_record(w->rec, now - c->cycle_start);
-            conn_close(w, c, -1, now);
+            tp_stress__conn_close(w, c, -1, now);
             return;
         }
     }
@@ -533,7 +447,7 @@ static void hold_readable(struct worker *w, struct conn *c)
     uint64_t now;
     size_t n;
 
-    read_some(w, c, &n, &now);
+    tp_stress__read_some(w, c, &n, &now);
 }
 
 /* Slow: one send per writable event from a block of whole messages. */
@@ -548,16 +462,16 @@ static void slow_writable(struct worker *w, struct conn *c, uint32_t ev, uint64_
 
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0)
-            conn_fail(w, c, err, now);
+            tp_stress__conn_fail(w, c, err, now);
         else
-            conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, now);
+            tp_stress__conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, now);
         return;
     }
     n = send(c->fd, w->stream + pos, w->stream_len - pos, MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n < 0) {
-        conn_fail(w, c, errno, now);
+        tp_stress__conn_fail(w, c, errno, now);
         return;
     }
     count_sent(w, c, (size_t)n);
@@ -591,7 +505,7 @@ static void flood_write(struct worker *w, struct conn *c, uint64_t now)
         if (n < 0 && errno == EAGAIN)
             break;
         if (n < 0) {
-            conn_fail(w, c, errno, now);
+            tp_stress__conn_fail(w, c, errno, now);
             return;
         }
         if (c->out_off == c->in_off)
@@ -608,7 +522,7 @@ static void flood_readable(struct worker *w, struct conn *c)
     uint64_t before = c->seq_done, now;
     size_t n;
 
-    if (read_some(w, c, &n, &now) <= 0)
+    if (tp_stress__read_some(w, c, &n, &now) <= 0)
         return;
     if (verify(w, c, w->rbuf, n, now) < 0)
         return;
@@ -632,7 +546,7 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
-        conn_fail(w, c, err, now);
+        tp_stress__conn_fail(w, c, err, now);
         return;
     }
     w->pending--;
@@ -645,35 +559,43 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
             w->pace_started = true;
             tp_stress_pace_init(&w->pace, now, w->rate);
         }
-        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN)) < 0)
-            conn_fail(w, c, -err, now);
+        if ((err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN)) < 0)
+            tp_stress__conn_fail(w, c, -err, now);
         else
             echo_pump(w, c, now);
         break;
     case TP_STRESS_HOLD:
-        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP)) < 0)
-            conn_fail(w, c, -err, now);
+        if ((err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP)) < 0)
+            tp_stress__conn_fail(w, c, -err, now);
         break;
     case TP_STRESS_STORM:
         queue_msg(w, c, now, now);
-        flush(w, c, now);
+        tp_stress__flush(w, c, now);
         break;
     case TP_STRESS_SLOW:
         break;
     case TP_STRESS_FLOOD:
         c->out_blocked = true;
-        if ((err = conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT)) < 0)
-            conn_fail(w, c, -err, now);
+        if ((err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT)) < 0)
+            tp_stress__conn_fail(w, c, -err, now);
         else
             flood_write(w, c, now);
+        break;
+    case TP_STRESS_CHAT:
+        tp_stress__chat_connected(w, c, now);
         break;
     }
 }
 
 static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t now)
 {
-    struct conn *c = &w->conns[(uint32_t)ev->data.u64];
+    struct conn *c;
 
+    if (ev->data.u64 == TP_STRESS_KICK_DATA) {
+        tp_stress__chat_kicked(w, now);
+        return;
+    }
+    c = &w->conns[(uint32_t)ev->data.u64];
     if (c->gen != (uint32_t)(ev->data.u64 >> 32) || c->fd < 0)
         return;             /* closed earlier in this batch */
     if (c->state == C_CONNECTING) {
@@ -688,11 +610,11 @@ static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t no
         if (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP))
             echo_readable(w, c);
         if (c->fd >= 0 && c->out_blocked && (ev->events & EPOLLOUT))
-            flush(w, c, now);
+            tp_stress__flush(w, c, now);
         break;
     case TP_STRESS_STORM:
         if (c->out_blocked && (ev->events & EPOLLOUT))
-            flush(w, c, now);
+            tp_stress__flush(w, c, now);
         if (c->fd >= 0 && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
             storm_readable(w, c);
         break;
@@ -707,6 +629,9 @@ static void on_event(struct worker *w, const struct epoll_event *ev, uint64_t no
             flood_readable(w, c);
         if (c->fd >= 0 && c->out_blocked && (ev->events & EPOLLOUT))
             flood_write(w, c, now);
+        break;
+    case TP_STRESS_CHAT:
+        tp_stress__chat_event(w, c, ev->events, now);
         break;
     }
 }
@@ -805,7 +730,7 @@ static void sweep(struct worker *w, uint64_t now)
         if (c->state == C_CONNECTING ||
             (c->state == C_OPEN && replies && in_flight(c) > 0) ||
             (c->state == C_OPEN && w->o->mode == TP_STRESS_FLOOD && c->out_off > c->in_off))
-            conn_close(w, c, TP_STRESS_ERR_TIMEOUT, now);
+            tp_stress__conn_close(w, c, TP_STRESS_ERR_TIMEOUT, now);
     }
 }
 
@@ -832,6 +757,8 @@ static void turn(struct worker *w, uint64_t now, uint64_t *wake)
         retry_turn(w, now, wake);
     if (w->refill)
         refill_turn(w, now);
+    if (w->o->mode == TP_STRESS_CHAT)
+        tp_stress__chat_turn(w, now, wake);
     if (w->o->rate > 0 && w->pace_started && w->issued < w->quota && !w->pace_full) {
         pace_turn(w, now);
         if (!w->pace_full && tp_stress_pace_next(&w->pace) < *wake)
@@ -855,6 +782,8 @@ static void turn(struct worker *w, uint64_t now, uint64_t *wake)
 
 static bool is_finished(const struct worker *w)
 {
+    if (w->o->mode == TP_STRESS_CHAT)
+        return tp_stress__chat_is_over(w);
     if (w->o->mode == TP_STRESS_STORM)
         return w->n.msgs >= w->quota;
     if (w->next_open < w->nconns || w->pending > 0)
@@ -891,6 +820,8 @@ static void worker_finish(struct worker *w, uint64_t now)
     w->stopping = true;
     w->end_ns = now;
     w->open_at_end = w->open;
+    if (w->o->mode == TP_STRESS_CHAT)
+        tp_stress__chat_finish(w, now);
     if (w->cur != NULL)
         publish(w);
     for (i = 0; i < w->nconns; i++) {
@@ -899,7 +830,7 @@ static void worker_finish(struct worker *w, uint64_t now)
         if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_FLOOD)
             w->in_flight_at_end += w->conns[i].out_off / w->o->size - w->conns[i].seq_done;
         if (w->conns[i].fd >= 0)
-            conn_close(w, &w->conns[i], -1, now);
+            tp_stress__conn_close(w, &w->conns[i], -1, now);
     }
 }
 
@@ -920,8 +851,10 @@ static void *worker_main(void *arg)
     for (;;) {
         wake = e->deadline_ns;
         turn(w, now, &wake);
+        /* Chat sees the stop in its turn: it stops sending, then drains. */
         if (is_finished(w) || now >= e->deadline_ns ||
-            atomic_load_explicit(&e->stop, memory_order_relaxed))
+            (w->o->mode != TP_STRESS_CHAT &&
+             atomic_load_explicit(&e->stop, memory_order_relaxed)))
             break;
         n = wait_events(w, ev, now, wake);
         if (n < 0) {
@@ -1003,6 +936,7 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
     w->rate = o->rate * w->nconns / o->conns;
     w->ramp = o->ramp * w->nconns / o->conns;
     w->src_next = w->first;
+    w->unit = o->size;
     pthread_mutex_init(&w->lock, NULL);
     if ((err = worker_alloc(w, o, e->progress)) < 0)
         return err;
@@ -1023,11 +957,15 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
         }
     }
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    return w->epfd < 0 ? -errno : 0;
+    if (w->epfd < 0)
+        return -errno;
+    return o->mode == TP_STRESS_CHAT ? tp_stress__chat_worker_init(w) : 0;
 }
 
 static void worker_fini(struct worker *w)
 {
+    if (w->o != NULL && w->o->mode == TP_STRESS_CHAT)
+        tp_stress__chat_worker_fini(w);
     if (w->epfd >= 0)
         close(w->epfd);
     pthread_mutex_destroy(&w->lock);
@@ -1058,7 +996,11 @@ tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
     memcpy(&e->addr, addr, addrlen);
     e->addrlen = addrlen;
     e->progress = progress;
-    e->nworkers = o->threads;
+    if (e->o.mode == TP_STRESS_CHAT && tp_stress__chat_create(e, err, errlen) < 0) {
+        free(e);
+        return NULL;
+    }
+    e->nworkers = e->o.threads;
     e->w = calloc(e->nworkers, sizeof(*e->w));
     if (e->w == NULL)
         goto out_free_engine;
@@ -1072,6 +1014,7 @@ tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
     }
     return e;
 out_free_engine:
+    tp_stress__chat_destroy(e);
     free(e);
 out_nomem:
     snprintf(err, errlen, "out of memory");
@@ -1084,7 +1027,7 @@ int tp_stress_engine_start(tp_stress_engine_t *e)
     int rc;
 
     e->start_ns = tp_stress_now_ns();
-    e->deadline_ns = e->start_ns + e->o.duration_ns;
+    e->deadline_ns = e->start_ns + e->o.duration_ns + e->deadline_extra_ns;
     atomic_store(&e->running, e->nworkers);
     for (i = 0; i < e->nworkers; i++) {
         rc = pthread_create(&e->w[i].tid, NULL, worker_main, &e->w[i]);
@@ -1170,6 +1113,9 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
         }
         r->details_dropped += w->details_dropped;
     }
+    r->requested = e->o.conns;
+    if (e->o.mode == TP_STRESS_CHAT)
+        tp_stress__chat_join(e, r);
 }
 
 void tp_stress_engine_destroy(tp_stress_engine_t *e)
@@ -1181,5 +1127,6 @@ void tp_stress_engine_destroy(tp_stress_engine_t *e)
     for (i = 0; i < e->nworkers; i++)
         worker_fini(&e->w[i]);
     free(e->w);
+    tp_stress__chat_destroy(e);
     free(e);
 }

@@ -22,8 +22,14 @@ enum tp_stress_err {
     TP_STRESS_ERR_MISMATCH,
     TP_STRESS_ERR_CLOSED_EARLY,
     TP_STRESS_ERR_OTHER,
+    /* Only --mode chat counts these: */
+    TP_STRESS_ERR_MISSING,       /* a line a member never got (counted at the end) */
+    TP_STRESS_ERR_DUPLICATE,     /* a line a member got twice */
+    TP_STRESS_ERR_OUT_OF_ORDER,  /* a line that came after a later one of its sender */
+    TP_STRESS_ERR_OWN_ECHO,      /* a member got its own line back */
     TP_STRESS_ERR_KINDS
 };
+#define TP_STRESS_ERR_CHAT_FIRST TP_STRESS_ERR_MISSING
 
 /* The kind a connection's errno counts as (TP_STRESS_ERR_OTHER for any not
  * named). Any thread. */
@@ -33,17 +39,35 @@ enum tp_stress_err tp_stress_err_of(int err);
 #define TP_STRESS_NOTE_EMFILE 1u         /* out of file descriptors */
 #define TP_STRESS_NOTE_ADDRNOTAVAIL 2u   /* out of local ports */
 #define TP_STRESS_NOTE_ERRNO 4u          /* other_errno says */
+#define TP_STRESS_NOTE_PREFIXED 8u       /* chat: our mark after other text */
 
 #define TP_STRESS_MAX_DETAILS 10         /* mismatch lines kept */
 
 /* Plain struct: counters, summed over threads. */
 struct tp_stress_counts {
-    uint64_t msgs;          /* replies complete (storm: cycles) */
-    uint64_t bytes;         /* reply bytes received */
-    uint64_t sent_msgs;     /* whole messages written */
+    uint64_t msgs;          /* replies complete (storm: cycles; chat: deliveries) */
+    uint64_t bytes;         /* reply bytes received (chat: of the lines delivered) */
+    uint64_t sent_msgs;     /* whole messages written (chat: lines) */
     uint64_t sent_bytes;
     uint64_t opened;        /* connects that succeeded */
     uint64_t err[TP_STRESS_ERR_KINDS];
+};
+
+/* Plain struct: what --mode chat adds to the outcome. A delivery is a line
+ * one member received, so a line makes `recipients` of them. */
+struct tp_stress_chat_result {
+    uint32_t members;            /* -c */
+    uint32_t senders;            /* --senders */
+    uint32_t recipients;         /* per line: members - 1 (line: the sender is a
+                                    member), members (resp: publishers are not) */
+    uint64_t joined;             /* members that confirmed they were in the room */
+    uint64_t members_at_end;     /* still open when the run ended */
+    uint64_t foreign;            /* lines skipped as not ours (--foreign skip) */
+    uint64_t publish_replies;    /* resp: PUBLISH replies read and checked */
+    uint64_t given_up;           /* lines no longer waited for after --timeout */
+    uint64_t send_ns;            /* from the release to the end of sending */
+    uint64_t drain_ns;           /* from there to the last line or give-up */
+    bool join_timed_out;         /* released at --timeout, not by every member */
 };
 
 /* Plain struct: the outcome of a run. */
@@ -57,7 +81,10 @@ struct tp_stress_result {
     unsigned ndetails;
     char details[TP_STRESS_MAX_DETAILS][192];  /* one line per mismatch */
     uint64_t details_dropped;
-    struct tp_stress_hist hist;          /* latency, ns */
+    uint64_t requested;                  /* connections the engine opens (chat
+                                            resp: members and publishers) */
+    struct tp_stress_chat_result chat;   /* --mode chat only */
+    struct tp_stress_hist hist;          /* latency, ns (chat: send to each delivery) */
 };
 
 /* Plain struct: one progress sample. */

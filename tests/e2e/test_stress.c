@@ -1,6 +1,7 @@
 /* The built tidepool-stress end to end: against the built tidepool server in
  * every mode, against server threads here that corrupt one reply byte, never
- * answer, or answer half and close, and against a port where nothing listens.
+ * answer, or answer half and close, against a port where nothing listens,
+ * and --mode chat against a real redis-server (pub/sub) and tidepool.
  * Every child and server thread is stopped and reaped (.fini too, if an
  * assertion ends a test early); every wait is bounded. */
 #include <criterion/criterion.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,6 +180,7 @@ static long long server_stop(void)
 }
 
 static void fixture_stop(void);
+static void redis_stop(void);
 
 static void cleanup(void)
 {
@@ -188,6 +191,7 @@ static void cleanup(void)
     }
     server_stop();
     fixture_stop();
+    redis_stop();
     if (json_path[0] != '\0')
         unlink(json_path);
 }
@@ -274,7 +278,7 @@ static const char *new_json_path(void)
     return json_path;
 }
 
-static char json[8192];
+static char json[16384];
 
 static void json_load(void)
 {
@@ -941,6 +945,341 @@ Test(stress, sigint_stops_early_and_still_reports)
     json_load();
     cr_assert_gt(jnum("messages"), 0, "%s", json);
     cr_assert_lt(jnum("duration_s"), 5, "%s", json);
+}
+
+/* ------------------------------------------------------------ chat mode */
+
+/* A real redis-server (Debian's), on a free loopback port, in a temp dir. */
+struct redis {
+    pid_t pid;
+    unsigned port;
+    char dir[64];
+};
+
+static struct redis rds = { .pid = -1 };
+
+/* Connects to 127.0.0.1:port; the fd, or -1. Blocking, 1 s at most. */
+static int connect_to(unsigned port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct timeval tv = { 1, 0 };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends cmd on fd and reads one reply line ("+PONG", ":20") into buf. */
+static bool redis_call(int fd, const char *cmd, char *buf, size_t len)
+{
+    size_t n = 0;
+    ssize_t r;
+
+    if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) != (ssize_t)strlen(cmd))
+        return false;
+    while (n + 1 < len) {
+        r = recv(fd, buf + n, 1, 0);
+        if (r <= 0)
+            return false;
+        if (buf[n++] == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return true;
+}
+
+static bool redis_answers(unsigned port)
+{
+    char buf[64];
+    int fd = connect_to(port);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    ok = redis_call(fd, "PING\r\n", buf, sizeof(buf)) && strcmp(buf, "+PONG\r\n") == 0;
+    close(fd);
+    return ok;
+}
+
+/* Starts redis-server with no persistence and waits (10 s at most) until it
+ * answers PING. */
+static void redis_start(void)
+{
+    char port[16];
+    uint64_t deadline = now_ms() + 10000;
+    int status, devnull;
+
+    snprintf(rds.dir, sizeof(rds.dir), "/tmp/tp_e2e_redis_XXXXXX");
+    cr_assert_not_null(mkdtemp(rds.dir));
+    close(listen_any(&rds.port));
+    snprintf(port, sizeof(port), "%u", rds.port);
+    rds.pid = fork();
+    cr_assert_geq(rds.pid, 0);
+    if (rds.pid == 0) {
+        devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, STDOUT_FILENO);
+        if (chdir(rds.dir) < 0)
+            _exit(126);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--dir", rds.dir, "--daemonize", "no",
+               (char *)NULL);
+        _exit(127);
+    }
+    while (now_ms() < deadline) {
+        if (waitpid(rds.pid, &status, WNOHANG) == rds.pid) {
+            rds.pid = -1;
+            cr_assert_fail("redis-server exited at start (status %d; 127: not installed, "
+                           "apt-get install redis-server, as .ci/deps does)", status);
+        }
+        if (redis_answers(rds.port))
+            return;
+        usleep(20 * 1000);
+    }
+    cr_assert_fail("redis-server did not answer PING on port %u within 10 s", rds.port);
+}
+
+static void redis_stop(void)
+{
+    char path[128];
+
+    if (rds.pid > 0) {
+        kill(rds.pid, SIGTERM);
+        reap(rds.pid);
+        rds.pid = -1;
+    }
+    if (rds.dir[0] != '\0') {
+        snprintf(path, sizeof(path), "%s/dump.rdb", rds.dir);
+        unlink(path);             /* --save '' writes none; in case */
+        rmdir(rds.dir);
+        rds.dir[0] = '\0';
+    }
+}
+
+/* The number after "key": inside the "chat" object. */
+static double jchat(const char *key)
+{
+    char pat[64], *end;
+    const char *p = strstr(json, "\"chat\":{");
+    double v;
+
+    cr_assert_not_null(p, "no chat object in %s", json);
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(p, pat);
+    cr_assert_not_null(p, "no chat %s in %s", key, json);
+    v = strtod(p + strlen(pat), &end);
+    cr_assert_neq(end, p + strlen(pat), "chat %s is not a number in %s", key, json);
+    return v;
+}
+
+/* Every error count of the JSON, chat's own included, is 0. */
+static void assert_no_errors(void)
+{
+    static const char *kinds[] = {
+        "refused", "reset", "timeout", "mismatch", "closed_early", "other",
+        "missing", "duplicate", "out_of_order", "own_echo",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        cr_assert_eq(jnum(kinds[i]), 0, "%s: %s", kinds[i], json);
+}
+
+Test(stress, chat_resp_every_subscriber_gets_every_published_line_once)
+{
+    redis_start();
+    stress("--mode", "chat", "--proto", "resp", "-c", "20", "--senders", "4", "-p", "4",
+           "-n", "400", "-t", "2", "--json", new_json_path(), target(rds.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "8000 deliveries of 400 lines sent x 20 recipients"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_not_null(strstr(json, "\"mode\":\"chat\""), "%s", json);
+    cr_assert_not_null(strstr(json, "\"proto\":\"resp\",\"channel\":\"tidepool\""), "%s", json);
+    cr_assert_eq(jnum("requested"), 24, "20 subscribers and 4 publishers: %s", json);
+    cr_assert_eq(jnum("opened"), 24, "%s", json);
+    cr_assert_eq(jchat("members"), 20, "%s", json);
+    cr_assert_eq(jchat("joined"), 20, "every SUBSCRIBE confirmed: %s", json);
+    cr_assert_eq(jchat("recipients"), 20, "%s", json);
+    cr_assert_eq(jchat("lines"), 400, "%s", json);
+    cr_assert_eq(jchat("deliveries"), 400 * 20, "%s", json);
+    cr_assert_eq(jchat("expected"), 400 * 20, "%s", json);
+    cr_assert_eq(jnum("messages"), 400 * 20, "messages are deliveries: %s", json);
+    cr_assert_eq(jchat("publish_replies"), 400, "every PUBLISH answered :20: %s", json);
+    cr_assert_eq(jchat("given_up"), 0, "%s", json);
+    cr_assert_eq(jnum("bytes"), 400 * 20 * 64, "%s", json);
+    assert_no_errors();
+    cr_assert_gt(jnum("p50"), 0, "%s", json);
+    cr_assert_leq(jnum("p50"), jnum("p99"), "%s", json);
+    cr_assert_leq(jnum("p99"), jnum("max"), "%s", json);
+    cr_assert(jtrue("ok"));
+}
+
+Test(stress, chat_resp_rate_paces_the_lines_over_all_senders)
+{
+    double lines;
+
+    redis_start();
+    stress("--mode", "chat", "--proto", "resp", "-c", "10", "--senders", "2", "-p", "8",
+           "-r", "400", "-d", "1s", "--channel", "room-7", "--json", new_json_path(),
+           target(rds.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    lines = jchat("lines");
+    /* 400/s for 1 s from the release: about 400. */
+    cr_assert(lines >= 300 && lines <= 405, "%g lines at -r 400 for 1 s: %s", lines, json);
+    cr_assert_eq(jchat("deliveries"), lines * 10, "%s", json);
+    cr_assert_not_null(strstr(json, "\"channel\":\"room-7\""), "%s", json);
+    cr_assert_lt(jnum("p99"), 500e3, "paced far below capacity: %s", json);
+    assert_no_errors();
+}
+
+/* Publishes "hello" on channel from a connection of the test's own until a
+ * PUBLISH reaches `want` subscribers (the tool's all joined), then `more`
+ * times. Returns the subscribers all those PUBLISHes reached. */
+static long publish_foreign(unsigned port, const char *channel, long want, int more)
+{
+    uint64_t deadline = now_ms() + 10000;
+    char cmd[128], buf[64];
+    long reached = 0, n = 0;
+    int fd = connect_to(port);
+
+    cr_assert_geq(fd, 0);
+    snprintf(cmd, sizeof(cmd), "PUBLISH %s hello\r\n", channel);
+    while (now_ms() < deadline && (n < want || more-- > 0)) {
+        cr_assert(redis_call(fd, cmd, buf, sizeof(buf)), "PUBLISH failed");
+        cr_assert_eq(buf[0], ':', "%s", buf);
+        n = atol(buf + 1);
+        reached += n;
+        if (n < want)
+            usleep(5 * 1000);   /* a bounded poll while the tool subscribes */
+    }
+    close(fd);
+    cr_assert_eq(n, want, "the tool's %ld subscribers never all joined", want);
+    return reached;
+}
+
+/* Whether the tool's channel has n subscribers (PUBSUB NUMSUB). */
+static bool redis_has_subscribers(unsigned port, long n)
+{
+    char buf[64];
+    int fd = connect_to(port);
+    bool ok = false;
+
+    if (fd < 0)
+        return false;
+    /* *2 $8 tidepool :N: the reply's lines, one at a time. */
+    if (redis_call(fd, "PUBSUB NUMSUB tidepool\r\n", buf, sizeof(buf)) &&
+        redis_call(fd, "", buf, sizeof(buf)) && redis_call(fd, "", buf, sizeof(buf)) &&
+        redis_call(fd, "", buf, sizeof(buf)))
+        ok = buf[0] == ':' && atol(buf + 1) == n;
+    close(fd);
+    return ok;
+}
+
+Test(stress, chat_resp_a_line_not_of_the_tool_is_a_mismatch_or_with_skip_foreign)
+{
+    long reached;
+    int fd;
+
+    redis_start();
+    fd = stress_start("--mode", "chat", "--proto", "resp", "-c", "8", "-r", "200", "-d", "1s",
+                      "--json", new_json_path(), target(rds.port), NULL);
+    reached = publish_foreign(rds.port, "tidepool", 8, 3);
+    stress_finish(fd, 20000);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("mismatch"), reached, "one per hello each member got: %s", json);
+    cr_assert_not_null(strstr(res.out, "a line of another length: \"hello\""), "%s", res.out);
+    cr_assert_eq(jchat("deliveries"), jchat("lines") * 8, "the tool's own lines all came: %s",
+                 json);
+
+    fd = stress_start("--mode", "chat", "--proto", "resp", "-c", "8", "-r", "200", "-d", "1s",
+                      "--foreign", "skip", "--json", new_json_path(), target(rds.port), NULL);
+    reached = publish_foreign(rds.port, "tidepool", 8, 3);
+    stress_finish(fd, 20000);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jchat("foreign"), reached, "%s", json);
+    cr_assert_not_null(strstr(res.out, "foreign lines skipped"), "%s", res.out);
+    assert_no_errors();
+}
+
+Test(stress, chat_resp_subscribers_the_server_drops_are_errors)
+{
+    char buf[64];
+    int fd, cfd;
+
+    redis_start();
+    fd = stress_start("--mode", "chat", "--proto", "resp", "-c", "6", "--senders", "2", "-r",
+                      "500", "-d", "1500ms", "--foreign", "skip", "--json", new_json_path(),
+                      target(rds.port), NULL);
+    publish_foreign(rds.port, "tidepool", 6, 0);
+    cfd = connect_to(rds.port);
+    cr_assert_geq(cfd, 0);
+    cr_assert(redis_call(cfd, "CLIENT KILL TYPE pubsub\r\n", buf, sizeof(buf)));
+    close(cfd);
+    cr_assert_str_eq(buf, ":6\r\n", "killed the tool's 6 subscribers");
+    stress_finish(fd, 20000);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("closed_early") + jnum("reset"), 6, "%s", json);
+    cr_assert_eq(jchat("members_at_end"), 0, "%s", json);
+    cr_assert_eq(jnum("missing"), 0, "members gone are not counted missing: %s", json);
+}
+
+Test(stress, chat_sigint_stops_the_senders_drains_and_reports)
+{
+    uint64_t t0;
+    int fd;
+
+    redis_start();
+    t0 = now_ms();
+    fd = stress_start("--mode", "chat", "--proto", "resp", "-c", "10", "--senders", "2", "-r",
+                      "1000", "-d", "30s", "--json", new_json_path(), target(rds.port), NULL);
+    /* SIGINT once the 10 subscribers joined and lines flowed for 300 ms. */
+    while (now_ms() - t0 < 10000 && !redis_has_subscribers(rds.port, 10))
+        usleep(10 * 1000);
+    usleep(300 * 1000);
+    kill(stress_pid, SIGINT);
+    stress_finish(fd, 10000);
+    cr_assert_lt(now_ms() - t0, 8000, "stopped soon after SIGINT");
+    cr_assert_eq(res.code, 0, "nothing lost in the drain: %s", res.out);
+    json_load();
+    cr_assert_gt(jchat("lines"), 0, "%s", json);
+    cr_assert_eq(jchat("deliveries"), jchat("lines") * 10, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 5, "%s", json);
+    assert_no_errors();
+}
+
+Test(stress, chat_line_against_echo_reports_own_echo_missing_and_members_never_joined)
+{
+    /* Echo sends each line back to its sender alone: a room where nobody
+     * hears anyone. Members 0 and 1 get their own join lines back, no
+     * member joins; the 10 lines come back to their senders and reach none
+     * of the 3 others each. */
+    server_start();
+    stress("--mode", "chat", "-c", "4", "--senders", "2", "-n", "10", "-p", "5", "--timeout",
+           "300ms", "-d", "5s", "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 1, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "not ok: 46 errors: timeout 4, missing 30, own_echo 12\n"),
+                       "%s", res.out);
+    json_load();
+    cr_assert_eq(jchat("joined"), 0, "%s", json);
+    cr_assert_not_null(strstr(json, "\"join_timed_out\":true"), "%s", json);
+    cr_assert_eq(jchat("lines"), 10, "%s", json);
+    cr_assert_eq(jchat("deliveries"), 0, "%s", json);
+    cr_assert_eq(jchat("given_up"), 10, "%s", json);
+    cr_assert_eq(jnum("own_echo"), 12, "%s", json);
+    cr_assert_eq(jnum("missing"), 30, "%s", json);
+    cr_assert_lt(jnum("duration_s"), 2, "each line waited --timeout, not -d: %s", json);
 }
 
 /* ---- the server under injected faults (tests/fault/tp_fault.c) ---- */

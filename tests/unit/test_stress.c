@@ -446,10 +446,10 @@ Test(stress_args, every_option_is_read)
 
 Test(stress_args, options_after_the_target_and_every_mode)
 {
-    static const char *modes[] = { "echo", "hold", "storm", "slow", "flood" };
+    static const char *modes[] = { "echo", "hold", "storm", "slow", "flood", "chat" };
     int m;
 
-    for (m = 0; m < 5; m++) {
+    for (m = 0; m < 6; m++) {
         cr_assert_eq(PARSE("127.0.0.1:7000", "--mode", modes[m], "-c", "3"), 0, "%s", err);
         cr_assert_eq((int)opts.mode, m);
         cr_assert_str_eq(tp_stress_mode_name(opts.mode), modes[m]);
@@ -625,7 +625,7 @@ Test(stress_args, bad_window_and_probe_are_refused)
 Test(stress_args, unknown_mode_is_refused)
 {
     assert_bad(PARSE("--mode", "blast", "127.0.0.1:7000"), "--mode");
-    cr_assert_not_null(strstr(err, "echo, hold, storm, slow or flood"), "%s", err);
+    cr_assert_not_null(strstr(err, "echo, hold, storm, slow, flood or chat"), "%s", err);
     assert_bad(PARSE("--verify", "yes", "127.0.0.1:7000"), "--verify");
 }
 
@@ -644,4 +644,42 @@ Test(stress_args, parsing_twice_starts_over)
     cr_assert_eq(PARSE("-c", "7", "127.0.0.1:7000"), 0);
     cr_assert_eq(PARSE("127.0.0.1:7001"), 0);
     cr_assert_eq(opts.conns, 10, "defaults again, getopt restarted");
+}
+
+Test(stress_args, chat_options_are_read)
+{
+    cr_assert_eq(PARSE("--mode", "chat", "-c", "1000", "--senders", "10", "-p", "4", "-r", "5000",
+                       "--foreign", "skip", "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.mode, TP_STRESS_CHAT);
+    cr_assert_eq(opts.senders, 10);
+    cr_assert_eq(opts.proto, TP_STRESS_PROTO_LINE);
+    cr_assert(opts.skip_foreign);
+    cr_assert_str_eq(opts.channel, "tidepool");
+    cr_assert_eq(PARSE("--mode", "chat", "--proto", "resp", "--channel", "room 7", "-c", "3",
+                       "--senders", "5", "127.0.0.1:6379"), 0, "%s", err);
+    cr_assert_eq(opts.proto, TP_STRESS_PROTO_RESP);
+    cr_assert_str_eq(opts.channel, "room 7");
+    cr_assert_eq(opts.senders, 5, "resp publishers are extra connections: more than -c is fine");
+    cr_assert_not(opts.skip_foreign);
+    cr_assert_eq(PARSE("--mode", "chat", "127.0.0.1:7000"), 0, "%s", err);
+    cr_assert_eq(opts.senders, 1, "one sender by default");
+}
+
+Test(stress_args, chat_rules_are_checked_with_a_reason)
+{
+    assert_bad(PARSE("--senders", "2", "127.0.0.1:7000"), "--mode chat");
+    assert_bad(PARSE("--proto", "resp", "127.0.0.1:7000"), "--mode chat");
+    assert_bad(PARSE("--mode", "chat", "--proto", "http", "127.0.0.1:7000"), "--proto");
+    assert_bad(PARSE("--mode", "chat", "--foreign", "maybe", "127.0.0.1:7000"), "--foreign");
+    assert_bad(PARSE("--mode", "chat", "--channel", "", "127.0.0.1:7000"), "--channel");
+    assert_bad(PARSE("--mode", "chat", "--senders", "0", "127.0.0.1:7000"), "--senders");
+    assert_bad(PARSE("--mode", "chat", "-c", "4", "--senders", "5", "127.0.0.1:7000"), "--senders");
+    assert_bad(PARSE("--mode", "chat", "-c", "1", "127.0.0.1:7000"), "-c 1");
+    assert_bad(PARSE("--mode", "chat", "-s", "37", "127.0.0.1:7000"), "-s 37");
+    assert_bad(PARSE("--mode", "chat", "--probe", "1s", "127.0.0.1:7000"), "--probe");
+    assert_bad(PARSE("--mode", "chat", "-c", "10000", "--senders", "10000", "127.0.0.1:7000"),
+               "pairs");
+    cr_assert_eq(PARSE("--mode", "chat", "-c", "1", "--proto", "resp", "127.0.0.1:7000"), 0,
+                 "one subscriber is a room in Redis: %s", err);
+    cr_assert_eq(PARSE("--mode", "chat", "-s", "38", "127.0.0.1:7000"), 0, "%s", err);
 }
