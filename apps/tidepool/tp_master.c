@@ -276,7 +276,10 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
         int rc;
 
         for (i = 0; i < m.n; i++) {
-            if (m.kids[i].restart_ms > 0 && m.kids[i].restart_ms < next)
+            /* Stopping, nothing restarts: a restart time left from a
+             * process that died just before must not keep poll from
+             * sleeping. */
+            if (!m.stopping && m.kids[i].restart_ms > 0 && m.kids[i].restart_ms < next)
                 next = m.kids[i].restart_ms;
             if (m.kids[i].ready_fd >= 0) {
                 pfd[n] = (struct pollfd){ .fd = m.kids[i].ready_fd, .events = POLLIN };
