@@ -23,4 +23,15 @@
  * Returns 0 or -EIO. Any thread; h is only read. */
 int tp_stress_hgrm_write(FILE *f, const struct tp_stress_hist *h, int ticks);
 
+/* A row of the distribution: value_ns the highest value of its bucket,
+ * percentile in 0..100, count the values at or below. Returns 0 to go on,
+ * < 0 to stop (tp_stress_hgrm_each returns it). */
+typedef int (*tp_stress_hgrm_row_cb)(void *arg, uint64_t value_ns, double percentile,
+                                     uint64_t count);
+
+/* Calls row for every row tp_stress_hgrm_write writes, the 100% row last
+ * (for an empty h only that one, value 0). Returns 0 or what row returned. */
+int tp_stress_hgrm_each(const struct tp_stress_hist *h, int ticks, tp_stress_hgrm_row_cb row,
+                        void *arg);
+
 #endif /* TP_STRESS_HGRM_H */
