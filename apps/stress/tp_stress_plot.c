@@ -141,9 +141,10 @@ static void write_script(const struct plot *p, FILE *f)
     fprintf(f, "\n");
     if (p->nseries > 0) {
         fprintf(f, "set title 'Throughput per interval'\nset xlabel 'time (s)'\n"
-                "set ylabel 'messages/s'\nset yrange [0:*]\n");
+                "set ylabel 'messages/s'\nset yrange [0:*]\nset format y '%%.1s%%c'\n");
         plot_lines(p, f, "series", "1:2", p->has_series);
-        fprintf(f, "set title 'p99 latency per interval'\nset ylabel 'p99 (us)'\n");
+        fprintf(f, "set title 'p99 latency per interval'\nset ylabel 'p99 (us)'\n"
+                "set format y '%%g'\n");
         plot_lines(p, f, "series", "1:3", p->has_series);
     }
     if (p->ndist > 0) {
