@@ -266,18 +266,24 @@ static double num_after(const char *from, const char *key, const char **end)
     return v;
 }
 
-/* Sums key over the series' rows; *rows: how many. */
+/* Sums key over the series' rows (a row without it counts 0: a latency of
+ * null has no count); *rows: how many. */
 static double series_sum(const char *json, const char *key, int *rows)
 {
-    const char *p = strstr(json, "\"series\":["), *end;
+    const char *p = strstr(json, "\"series\":["), *next;
+    char pat[64];
     double sum = 0;
 
     cr_assert_not_null(p, "no series in %.2000s", json);
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
     *rows = 0;
-    while ((p = strstr(p, "{\"t\":")) != NULL) {
-        sum += num_after(p, key, &end);
+    for (p = strstr(p, "{\"t\":"); p != NULL; p = next) {
+        const char *k = strstr(p, pat);
+
+        next = strstr(p + 1, "{\"t\":");
+        if (k != NULL && (next == NULL || k < next))
+            sum += num_after(p, key, NULL);
         (*rows)++;
-        p = end;
     }
     return sum;
 }
@@ -301,22 +307,32 @@ Test(stress_results, interval_series_adds_up_to_the_run_and_csv_has_a_row_each)
     double dt;
 
     server_start();
-    stress("-c", "4", "-t", "2", "-d", "1s", "-p", "2", "--interval", "200ms", "--json",
+    stress("-c", "4", "-t", "2", "-d", "1100ms", "-p", "2", "--interval", "200ms", "--json",
            tmp("run.json"), "--csv", tmp("run.csv"), "-q", target(), NULL);
     cr_assert_eq(code, 0, "%s", out);
     json = slurp(tmp("run.json"));
     cr_assert_eq(num_after(json, "interval_s", NULL), 0.2);
     cr_assert_eq(series_sum(json, "messages", &rows), num_after(json, "messages", NULL),
                  "the intervals' messages add up to the run's: %s", json);
-    cr_assert(rows >= 5 && rows <= 6, "1 s in 200 ms intervals (and a tail): %d rows", rows);
+    cr_assert_eq(rows, 6, "1.1 s: five 200 ms intervals and a tail: %d rows", rows);
+    cr_assert_eq(series_sum(json, "count", &rows), num_after(json, "messages", NULL),
+                 "every reply's latency is in exactly one interval: %s", json);
+    cr_assert_not_null(strstr(json, ",100.000000,"), "%s", json);
+    cr_assert_eq(strtod(strstr(json, ",100.000000,") + 12, NULL), num_after(json, "messages", NULL),
+                 "the run's distribution has every reply: %s", json);
     /* Every whole interval is 200 ms; the run's 4 connections stay open. */
     const char *p = strstr(json, "\"series\":[");
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         p = strstr(p, "{\"t\":");
         dt = num_after(p, "dt", NULL);
-        cr_assert_eq(dt, 0.2, "row %d: dt %.3f", i, dt);
+        if (i < 5)
+            cr_assert_eq(dt, 0.2, "row %d: dt %.3f", i, dt);
+        else
+            cr_assert(dt > 0.09 && dt < 0.2, "the tail: dt %.3f", dt);
         cr_assert_eq(num_after(p, "open", NULL), 4, "row %d", i);
-        cr_assert_gt(num_after(p, "count", NULL), 0, "row %d has latencies", i);
+        /* A reply is counted and timed at once, by one thread: in its interval. */
+        cr_assert_eq(num_after(p, "count", NULL), num_after(p, "messages", NULL),
+                     "row %d: as many latencies as replies: %.300s", i, p);
         cr_assert_geq(num_after(p, "p99", NULL), num_after(p, "p50", NULL));
         p++;
     }
