@@ -94,6 +94,7 @@ struct worker {
     uint64_t pub_k;          /* TP_STRESS_NO_CUT: pub_hist taken (empty) */
     struct tp_stress_counts pub_n;    /* w->n at the cut */
     uint64_t pub_open;
+    uint64_t pub_at;         /* when the thread cut it (at or after its nominal end) */
     struct tp_stress_counts fin_n;    /* w->n when the loop ended */
     bool pub_finished;       /* the thread left its loop: no more cuts */
     struct tp_stress_chat_worker *chat;  /* chat: this thread's part */
@@ -106,6 +107,7 @@ struct tp_stress_engine {
     uint64_t interval_ns;    /* 0: no series (latencies go straight to total) */
     uint64_t start_ns, deadline_ns;
     uint64_t next_k;         /* main: the next interval tp_stress_engine_tick takes */
+    uint64_t last_end_ns;    /* main: where the previous interval ended */
     bool joined;             /* main: tp_stress_engine_join ran */
     bool tail_taken;         /* main: the run's tail after the last cut was taken */
     uint64_t deadline_extra_ns;  /* chat: joining and draining, beyond -d */

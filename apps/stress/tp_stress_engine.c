@@ -751,7 +751,7 @@ static void sweep(struct worker *w, uint64_t now)
 /* Ends interval w->cut_k: its latencies (cur) and counters go to pub_* for
  * main, and an empty histogram takes cur's place. Returns false, leaving
  * everything as it was, while main has not taken the previous interval. */
-static bool cut(struct worker *w)
+static bool cut(struct worker *w, uint64_t now)
 {
     struct tp_stress_hist *full = w->cur;
     bool done;
@@ -765,6 +765,7 @@ static bool cut(struct worker *w)
         w->pub_k = w->cut_k;
         w->pub_n = w->n;
         w->pub_open = w->open;
+        w->pub_at = now;
     }
     pthread_mutex_unlock(&w->lock);
     if (done) {
@@ -777,7 +778,7 @@ static bool cut(struct worker *w)
 /* Cuts the interval if it is over; lowers *wake to the next cut. */
 static void cut_turn(struct worker *w, uint64_t now, uint64_t *wake)
 {
-    if (now >= w->cut_at && !cut(w)) {
+    if (now >= w->cut_at && !cut(w, now)) {
         if (now + MS < *wake)
             *wake = now + MS;   /* main is late taking the last one: soon again */
         return;
@@ -1136,7 +1137,7 @@ static void take_tail(struct tp_stress_engine *e, struct tp_stress_tick *t)
     uint32_t i;
 
     t->tail = true;
-    t->end_ns = t->begin_ns;
+    t->end_ns = t->begin_ns;      /* the last thread's end, below */
     for (i = 0; i < e->nworkers; i++) {
         w = &e->w[i];
         tp_stress_hist_merge(t->hist, w->cur);
@@ -1165,11 +1166,13 @@ int tp_stress_engine_tick(tp_stress_engine_t *e, struct tp_stress_tick *t)
     t->index = k;
     t->tail = false;
     t->start_ns = e->start_ns;
-    t->begin_ns = e->start_ns + k * e->interval_ns;
+    t->begin_ns = e->last_end_ns > e->start_ns ? e->last_end_ns : e->start_ns;
     if (!some) {
         take_tail(e, t);
+        e->last_end_ns = t->end_ns;
         return 1;
     }
+    t->end_ns = t->begin_ns;
     /* Once ready, a thread's part stays as it is until taken here: it cuts
      * k + 1 only after pub_k is emptied. */
     for (i = 0; i < e->nworkers; i++) {
@@ -1181,12 +1184,14 @@ int tp_stress_engine_tick(tp_stress_engine_t *e, struct tp_stress_tick *t)
             w->pub_k = TP_STRESS_NO_CUT;
             add_counts(&t->n, &w->pub_n);
             t->open += w->pub_open;
+            if (w->pub_at > t->end_ns)
+                t->end_ns = w->pub_at;
         } else {
             add_counts(&t->n, &w->fin_n);   /* finished: its connections are closed */
         }
         pthread_mutex_unlock(&w->lock);
     }
-    t->end_ns = e->start_ns + (k + 1) * e->interval_ns;
+    e->last_end_ns = t->end_ns;
     e->next_k++;
     return 1;
 }

@@ -94,12 +94,16 @@ struct tp_stress_result {
  * the threads. Interval k ends at start + (k + 1) * interval; each thread
  * cuts it at its first loop turn at or after that time, swapping its
  * latency histogram for an empty one, so a sample costs no more than
- * without a series. */
+ * without a series. A thread cuts k only once main has taken k - 1. */
 struct tp_stress_tick {
     uint64_t index;          /* k */
     uint64_t start_ns;       /* CLOCK_MONOTONIC: the run's start */
-    uint64_t begin_ns;       /* the interval's nominal start, start + k * interval */
-    uint64_t end_ns;         /* its nominal end, or for the tail the run's end */
+    uint64_t begin_ns;       /* where the previous interval ended (the start) */
+    uint64_t end_ns;         /* the last thread's cut: its nominal end, start +
+                                (k + 1) * interval, or a little later (a
+                                thread cuts at its first loop turn from then;
+                                later still while main has not taken k - 1);
+                                for the tail the run's end */
     uint64_t open;           /* connections open at the cut */
     struct tp_stress_counts n;           /* totals at the cut (not differences) */
     struct tp_stress_hist *hist;         /* caller's: the interval's latencies are added */

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -303,8 +304,8 @@ Test(stress_results, interval_series_adds_up_to_the_run_and_csv_has_a_row_each)
 {
     const char *json, *csv;
     char head[512];
+    double dt, t, dt_sum = 0;
     int rows, i;
-    double dt;
 
     server_start();
     stress("-c", "4", "-t", "2", "-d", "1100ms", "-p", "2", "--interval", "200ms", "--json",
@@ -325,10 +326,17 @@ Test(stress_results, interval_series_adds_up_to_the_run_and_csv_has_a_row_each)
     for (i = 0; i < 6; i++) {
         p = strstr(p, "{\"t\":");
         dt = num_after(p, "dt", NULL);
+        /* A thread cuts at its first loop turn from the interval's end on:
+         * row i ends at 0.2 * (i + 1) s or a little later. */
+        t = num_after(p, "t", NULL);
         if (i < 5)
-            cr_assert_eq(dt, 0.2, "row %d: dt %.3f", i, dt);
+            cr_assert(t >= 0.2 * (i + 1) - 0.0005 && t < 0.2 * (i + 1) + 0.1,
+                      "row %d: t %.3f", i, t);
         else
-            cr_assert(dt > 0.09 && dt < 0.2, "the tail: dt %.3f", dt);
+            cr_assert(t >= 1.1 - 0.0005 && t < 1.3, "the tail: t %.3f", t);
+        cr_assert(dt > 0.0 && dt < 0.3, "row %d: dt %.3f", i, dt);
+        dt_sum += dt;
+        cr_assert(fabs(t - dt_sum) < 0.0035, "row %d: t %.3f, its dts add up to %.3f", i, t, dt_sum);
         cr_assert_eq(num_after(p, "open", NULL), 4, "row %d", i);
         /* A reply is counted and timed at once, by one thread: in its interval. */
         cr_assert_eq(num_after(p, "count", NULL), num_after(p, "messages", NULL),
@@ -342,7 +350,8 @@ Test(stress_results, interval_series_adds_up_to_the_run_and_csv_has_a_row_each)
              "max_us\n");
     cr_assert_eq(strncmp(csv, head, strlen(head)), 0, "%s", csv);
     cr_assert_eq(count_lines(csv), rows + 1, "a header and a row per interval:\n%s", csv);
-    cr_assert_eq(strncmp(csv + strlen(head), "0.200,0.200,4,", 14), 0, "%s", csv);
+    cr_assert_eq(sscanf(csv + strlen(head), "%lf,%lf,%d,", &t, &dt, &i), 3, "%s", csv);
+    cr_assert(t >= 0.2 - 0.0005 && t < 0.3 && dt == t && i == 4, "%s", csv);
 }
 
 Test(stress_results, interval_gives_each_mode_the_figures_it_has)
