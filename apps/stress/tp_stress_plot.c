@@ -114,13 +114,16 @@ static void plot_lines(const struct plot *p, FILE *f, const char *name, const ch
                        const bool *has)
 {
     const char *sep = "plot ";
+    char path[128];
     unsigned i;
 
     for (i = 0; i < p->n; i++) {
         if (!has[i])
             continue;
-        fprintf(f, "%s'%s/%s_%u.dat' using %s with linespoints lw 2 pt 7 ps 0.3 lc %u title ", sep, p->dir, name,
-                i, using, i + 1);
+        snprintf(path, sizeof(path), "%s/%s_%u.dat", p->dir, name, i);
+        fputs(sep, f);
+        put_gp_string(f, path);
+        fprintf(f, " using %s with linespoints lw 2 pt 7 ps 0.3 lc %u title ", using, i + 1);
         put_gp_string(f, p->runs[i].name);
         sep = ", \\\n     ";
     }
