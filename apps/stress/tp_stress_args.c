@@ -371,8 +371,7 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
     return 0;
 }
 
-int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
-                         char *err, size_t errlen)
+static int parse(struct tp_stress_opts *o, int argc, char **argv, char *err, size_t errlen)
 {
     int ch;
 
@@ -402,4 +401,22 @@ int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
     if (tp_stress_target_parse(&o->target, argv[optind], err, errlen) < 0)
         return -EINVAL;
     return check_all(o, err, errlen);
+}
+
+/* The error is one line whatever the arguments held: control bytes in a
+ * quoted argument become '?'. */
+static int one_line(int rc, char *err)
+{
+    for (; *err != '\0'; err++)
+        if ((unsigned char)*err < 0x20 || *err == 0x7f)
+            *err = '?';
+    return rc;
+}
+
+int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
+                         char *err, size_t errlen)
+{
+    int rc = parse(o, argc, argv, err, errlen);
+
+    return rc < 0 ? one_line(rc, err) : rc;
 }
