@@ -98,6 +98,8 @@ static void check_accepted(const struct tp_stress_opts *o)
     CHECK((unsigned)o->mode <= TP_STRESS_CHAT);
     CHECK(o->channel != NULL && o->channel[0] != '\0');
     CHECK(o->json_path == NULL || o->json_path[0] != '\0');
+    CHECK(o->csv_path == NULL || (o->csv_path[0] != '\0' && o->interval_ns > 0));
+    CHECK(o->hgrm_path == NULL || o->hgrm_path[0] != '\0');
     if (o->mode == TP_STRESS_CHAT) {
         CHECK(o->size >= TP_STRESS_LINE_MIN);
         CHECK(o->conns <= TP_STRESS_LINE_MAX_ID + 1);
@@ -129,6 +131,8 @@ static void check_same(const struct tp_stress_opts *a, const struct tp_stress_op
     CHECK(a->verify == b->verify && a->quiet == b->quiet && a->senders == b->senders);
     CHECK(a->proto == b->proto && a->skip_foreign == b->skip_foreign);
     CHECK(same_text(a->channel, b->channel) && same_text(a->json_path, b->json_path));
+    CHECK(a->interval_ns == b->interval_ns && same_text(a->csv_path, b->csv_path));
+    CHECK(same_text(a->hgrm_path, b->hgrm_path));
     CHECK(a->target.naddr == b->target.naddr);
     CHECK(strcmp(a->target.text, b->target.text) == 0);
 }
