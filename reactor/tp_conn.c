@@ -243,6 +243,7 @@ static void dispatch(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
     m->conn_data = c->app_data;
     m->count = c->l->members;
     c->flags |= TP_CONN_BUSY;
+    c->l->busy++;
     err = tp_pool_submit(cs->pool, m);
     assert(err == 0);   /* callers checked tp_pool_is_full(); events are never refused */
     (void)err;
@@ -645,7 +646,8 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
 
 /* FINISHING for a graceful stop, every reply written: queues the listener's
  * shutdown_message, once, as the last output (nothing is queued after it).
- * Returns true if it did: c waits for it to be written. */
+ * Returns true if c is to wait: for the message to be written, or for the
+ * listener's other connections to be done at the pool. */
 static bool say_goodbye(struct tp_conns *cs, struct tp_conn *c)
 {
     const struct tp_listen_conf *lc = c->l->conf;
@@ -654,6 +656,11 @@ static bool say_goodbye(struct tp_conns *cs, struct tp_conn *c)
     if (c->why != TP_CLOSE_SHUTDOWN || lc->shutdown_message_len == 0 ||
         (c->flags & TP_CONN_BYE))
         return false;
+    /* What the others read before the stop may still be at the pool, on
+     * its way to c (a broadcast): the message waits for it. done() comes
+     * back here when the listener has nothing left there. */
+    if (c->l->busy > 0)
+        return true;
     c->flags |= TP_CONN_BYE;
     m = tp_msg_cache_get(&cs->cache, lc->shutdown_message_len + 1);
     if (m == NULL) {
@@ -906,7 +913,20 @@ int64_t tp_conn__next_timer(struct tp_conns *cs, struct tp_listener *l)
 
 /* ---- messages back from the app ---- */
 
-static void done(struct tp_conns *cs, struct tp_msg *m)
+/* The listener has nothing at the pool: those waiting to say goodbye
+ * (say_goodbye) may. Only FINISHING connections wait, and going on never
+ * takes another one off the list. */
+static void goodbyes_due(struct tp_conns *cs, struct tp_listener *l)
+{
+    struct tp_conn *c, *next;
+
+    cds_list_for_each_entry_safe(c, next, &l->conns, link)
+        if (c->state == TP_CONN_FINISHING && c->why == TP_CLOSE_SHUTDOWN &&
+            !(c->flags & (TP_CONN_BYE | TP_CONN_BUSY)))
+            progress(cs, c);
+}
+
+static void finish_call(struct tp_conns *cs, struct tp_msg *m)
 {
     struct tp_conn *c = tp_table_find(&cs->table, m->h);
     bool close_after = m->flags & TP_MSG_F_CLOSE;
@@ -915,6 +935,7 @@ static void done(struct tp_conns *cs, struct tp_msg *m)
     TP_STAT_ADD(cs, msgs_in, m->count);
     c->flags &= (uint16_t)~TP_CONN_BUSY;
     c->app_data = m->conn_data;
+    c->l->busy--;
     if (!is_open(c)) {
         if (m->flags & TP_MSG_F_REPLY)
             TP_STAT_ADD(cs, replies_dropped, 1);
@@ -936,6 +957,17 @@ static void done(struct tp_conns *cs, struct tp_msg *m)
         tp_table_add(&cs->table, TP_LIST_PENDING, c);
     /* Write the reply now, while c is in cache. */
     tp_conn__flush(cs, c);
+}
+
+/* A batch (or open, close) is back: c goes on; then, if the listener has
+ * nothing more at the pool, those waiting to say goodbye do. */
+static void done(struct tp_conns *cs, struct tp_msg *m)
+{
+    struct tp_listener *l = &cs->listeners[m->listener];
+
+    finish_call(cs, m);
+    if (l->busy == 0 && l->conf->shutdown_message_len > 0)
+        goodbyes_due(cs, l);
 }
 
 static void send_to(struct tp_conns *cs, struct tp_msg *m)

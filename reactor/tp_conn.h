@@ -78,6 +78,7 @@ struct tp_listener {
     struct cds_list_head conns;   /* READING and FINISHING connections */
     uint32_t members;             /* of them, those not refused: what the app
                                      hears as tp_call_members() */
+    uint32_t busy;                /* its connections with a message at the pool */
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
     tp_ip_table_t *ips;           /* per source address limits; NULL if none */
