@@ -15,7 +15,8 @@
  *
  *   READING    reads until EAGAIN, cuts whole messages, hands them to the pool
  *              (one batch at a time, so replies keep their order) and writes
- *              the replies; pauses while output is over send_buffer_max.
+ *              the replies; pauses while output is over send_buffer_max
+ *              (one holding others' broadcasts is closed instead: slow).
  *   FINISHING  input is no longer served: the messages already read still
  *              run and their replies are written; what arrives is read and
  *              dropped (lingering_max bytes at most), so a client blocked
