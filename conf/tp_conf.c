@@ -626,6 +626,29 @@ static int set_http_body(struct parser *p, const struct stmt *st, struct tp_list
     return 0;
 }
 
+static int set_chat_prefix(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return get_flag(p, st, &l->chat_prefix);
+}
+
+static int set_join_notice(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return get_flag(p, st, &l->join_notice);
+}
+
+/* One line of text: it is sent followed by "\n". */
+static int set_shutdown_message(struct parser *p, const struct stmt *st,
+                                struct tp_listen_conf *l)
+{
+    size_t n = strlen(st->args[0]);
+
+    if (n > TP_CONF_SHUTDOWN_MESSAGE_MAX || strpbrk(st->args[0], "\r\n") != NULL)
+        return bad_value(p, st, 0, "one line of at most 512 bytes (\"\" for none)");
+    memcpy(l->shutdown_message, st->args[0], n + 1);
+    l->shutdown_message_len = (uint32_t)n;
+    return 0;
+}
+
 static int set_idle_timeout(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     return get_time(p, st, &l->idle_timeout_ms);
@@ -792,6 +815,10 @@ static const struct directive directives[] = {
     { "accept_rate_per_ip", CTX_LISTEN, 1, 1, set_accept_rate_per_ip,
       "accept_rate_per_ip RATE;", 12 },
     { "http_body", CTX_LISTEN, 1, 1, set_http_body, "http_body TEXT;", 13 },
+    { "chat_prefix", CTX_LISTEN, 1, 1, set_chat_prefix, "chat_prefix on|off;", 14 },
+    { "join_notice", CTX_LISTEN, 1, 1, set_join_notice, "join_notice on|off;", 15 },
+    { "shutdown_message", CTX_LISTEN, 1, 1, set_shutdown_message,
+      "shutdown_message TEXT;", 16 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -1221,6 +1248,9 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
         put_size(out, "lingering_max", l->lingering_max, "    ");
         fputs("    http_body ", out);
         put_quoted(out, l->http_body);
+        fprintf(out, ";\n    chat_prefix %s;\n    join_notice %s;\n    shutdown_message ",
+                l->chat_prefix ? "on" : "off", l->join_notice ? "on" : "off");
+        put_quoted(out, l->shutdown_message);
         fputs(";\n", out);
         fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
                 l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");

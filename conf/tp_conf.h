@@ -16,6 +16,7 @@
 #define TP_CONF_NAME_MAX 32
 #define TP_CONF_PATH_MAX 256
 #define TP_CONF_HTTP_BODY_MAX 4096
+#define TP_CONF_SHUTDOWN_MESSAGE_MAX 512
 
 enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW, TP_FRAMING_HTTP };
 enum tp_log_level { TP_LOG_ERROR, TP_LOG_WARN, TP_LOG_INFO, TP_LOG_DEBUG };
@@ -58,6 +59,14 @@ struct tp_listen_conf {
                                          address (burst: a second's worth); 0 = off */
     char http_body[TP_CONF_HTTP_BODY_MAX + 1];  /* app http's body; default "hello\n" */
     uint32_t http_body_len;
+    bool chat_prefix;                 /* app chat: "ADDR:PORT: " before each line
+                                         delivered; default off */
+    bool join_notice;                 /* app chat: tell the room who joins and
+                                         leaves, and how many are in it; default off */
+    char shutdown_message[TP_CONF_SHUTDOWN_MESSAGE_MAX + 1];  /* sent, with "\n",
+                                         to each client at a graceful stop after
+                                         its last reply; "" = none (default) */
+    uint32_t shutdown_message_len;
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
 };

@@ -9,7 +9,11 @@
  * message is reachable from exactly one place at a time (a queue, a list, a
  * connection). Order per connection: the reactor keeps at most one batch per
  * connection at the workers, so replies come back in the order messages
- * arrived whatever the number of workers. */
+ * arrived whatever the number of workers. A worker hands back a batch's
+ * sends and broadcasts before the batch itself (DONE), in one splice, and
+ * the connection's next batch leaves only once that DONE is in: so what
+ * one connection's calls send, to itself or to others, reaches the reactor
+ * in the order the calls ran, even when they ran on different workers. */
 #ifndef TP_MSG_H
 #define TP_MSG_H
 
@@ -27,7 +31,9 @@ struct tp_handle {
 
 enum tp_msg_kind {
     /* reactor -> worker */
-    TP_MSG_OPEN,        /* a connection opened: run app->open */
+    TP_MSG_OPEN,        /* a connection opened: run app->open; data holds
+                           the peer's address as text, NUL-terminated (len
+                           stays 0: an event is never refused) */
     TP_MSG_DATA,        /* data[0..len) holds whole messages (a batch) */
     TP_MSG_CLOSE,       /* a connection closed: run app->close */
     /* worker -> reactor */
@@ -62,7 +68,10 @@ struct tp_msg {
     uint16_t worker;            /* pool: which worker holds it */
     uint16_t sclass;            /* size class, TP_MSG_NOCLASS if none */
     uint32_t refs;              /* BROADCAST: REF slots still pointing here */
-    uint32_t count;             /* DONE: messages the batch held */
+    uint32_t count;             /* OPEN, DATA, CLOSE: connections the listener
+                                   had when the reactor sent it (the app's
+                                   tp_call_members); DONE: messages the batch
+                                   held */
     void *conn_data;            /* the app's per-connection pointer, carried
                                    to the worker and back with each batch */
     struct tp_msg *shared;      /* REF: the buffer whose bytes it stands for */

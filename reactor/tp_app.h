@@ -59,7 +59,8 @@ struct tp_app {
      * or TP_APP_CLOSE. */
     int (*batch)(struct tp_call *call, char *data, size_t len);
     /* Optional. The connection closed (its handle is dead); free what open
-     * made. Replies made here are dropped. */
+     * made. Replies and sends to it made here are dropped; broadcasts reach
+     * the listener's other connections. */
     void (*close)(struct tp_call *call);
 };
 
@@ -70,6 +71,17 @@ struct tp_handle tp_call_conn(const struct tp_call *call);
 /* The per-connection pointer the app may set in open() and read or change in
  * any later call for the same connection. NULL at first. */
 void **tp_call_conn_data(struct tp_call *call);
+
+/* open() only: the peer's address as text, "127.0.0.1:50432" or
+ * "[::1]:50432" ("?" if unknown); NULL in any other call. Valid until the
+ * call returns. */
+const char *tp_call_peer(const struct tp_call *call);
+
+/* How many connections the listener had when the reactor handed this call
+ * over: in open() this one included, in close() not. A snapshot the
+ * reactor takes (it alone keeps the list); others may have come or gone by
+ * the time a broadcast made now is delivered. */
+uint32_t tp_call_members(const struct tp_call *call);
 
 /* What init() put in *state. */
 void *tp_call_state(const struct tp_call *call);
@@ -99,5 +111,12 @@ int tp_call_send(struct tp_call *call, struct tp_handle to, const void *data,
  * -ENOMEM. */
 int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
                       bool include_self);
+
+/* The same for bytes already framed: data[0..len) is whole messages with
+ * their framing, such as a run batch() was given (or a part of it), sent
+ * as they are in one shared buffer. For apps that pass a run on: one copy
+ * and one broadcast however many messages it holds. Returns 0 or -ENOMEM. */
+int tp_call_broadcast_framed(struct tp_call *call, const void *data, size_t len,
+                             bool include_self);
 
 #endif /* TP_APP_H */

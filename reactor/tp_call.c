@@ -154,14 +154,9 @@ int tp_call_send(struct tp_call *call, struct tp_handle to, const void *data,
     return 0;
 }
 
-int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
-                      bool include_self)
+/* Queues m, a broadcast, after what the call made so far. */
+static int push_broadcast(struct tp_call *call, struct tp_msg *m, bool include_self)
 {
-    struct tp_msg *m;
-
-    if (is_empty(call, len))
-        return 0;
-    m = framed(call, TP_MSG_BROADCAST, data, len);
     if (m == NULL)
         return -ENOMEM;
     if (include_self)
@@ -170,6 +165,46 @@ int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
     push_reply(call);
     tp_msg_list_push(call->out, m);
     return 0;
+}
+
+int tp_call_broadcast(struct tp_call *call, const void *data, size_t len,
+                      bool include_self)
+{
+    if (is_empty(call, len))
+        return 0;
+    return push_broadcast(call, framed(call, TP_MSG_BROADCAST, data, len), include_self);
+}
+
+int tp_call_broadcast_framed(struct tp_call *call, const void *data, size_t len,
+                             bool include_self)
+{
+    struct tp_msg *m;
+
+    if (len == 0)
+        return 0;
+    m = tp_msg_new(len);
+    if (m == NULL) {
+        call->failed = true;
+        return -ENOMEM;
+    }
+    memcpy(m->data, data, len);
+    m->len = (uint32_t)len;
+    m->kind = TP_MSG_BROADCAST;
+    m->h = call->msg->h;
+    m->listener = call->msg->listener;
+    return push_broadcast(call, m, include_self);
+}
+
+const char *tp_call_peer(const struct tp_call *call)
+{
+    const struct tp_msg *m = call->msg;
+
+    return m->kind == TP_MSG_OPEN && m->cap > 0 ? m->data : NULL;
+}
+
+uint32_t tp_call_members(const struct tp_call *call)
+{
+    return call->msg->count;
 }
 
 struct tp_handle tp_call_conn(const struct tp_call *call)

@@ -39,6 +39,7 @@
                                          the peer is not reading; abort */
 #define LINGER_CHECK_MS 20            /* how often a lingering send queue is looked at */
 #define REFUSED_LINGER_MAX 64         /* refused connections lingering at once */
+#define TP_PEER_TEXT_MAX 64           /* "[ipv6]:port" and its NUL */
 
 static char discard[65536];
 
@@ -100,7 +101,12 @@ static void queue_out(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
     m->off = 0;
     tp_msg_list_push(&c->out, m);
     c->out_bytes += m->len;
-    if (c->out_bytes > c->l->conf->send_buffer_max)
+    /* Output c's own input made pauses c's reading (it is the one that
+     * reads); what others broadcast cannot be held back that way: past the
+     * limit, c is slow (tp_conn__flush). */
+    if (m->kind == TP_MSG_REF)
+        c->out_refs++;
+    else if (c->out_bytes > c->l->conf->send_buffer_max)
         c->flags |= TP_CONN_OUT_FULL;
     /* Not closed here: callers may be walking a list of connections. */
     if (c->out_bytes > 2 * c->l->conf->send_buffer_max + OUT_HARD_EXTRA)
@@ -120,6 +126,8 @@ static void consume(struct tp_conns *cs, struct tp_conn *c, size_t n)
             return;
         }
         n -= m->len - m->off;
+        if (m->kind == TP_MSG_REF)
+            c->out_refs--;
         release(cs, tp_msg_list_pop(&c->out));
     }
 }
@@ -190,10 +198,30 @@ static inline void progress(struct tp_conns *cs, struct tp_conn *c)
         advance(cs, c);
 }
 
+/* True if c holds broadcast output and, after a write, more unsent output
+ * than send_buffer_max: it does not keep up with the room. Pausing its
+ * reading would not slow the others who send to it, so it is closed (as
+ * Redis closes a pub/sub client past its output limit): its backlog is
+ * bounded, and nobody else waits for it or loses a message. */
+static bool is_slow(const struct tp_conn *c)
+{
+    return c->out_refs > 0 && c->out_bytes > c->l->conf->send_buffer_max;
+}
+
 void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c)
 {
     if (!is_open(c))
         return;
+    if (!(c->flags & TP_CONN_OVERFLOW) && conn_write(cs, c) < 0)
+        return;
+    if (is_slow(c)) {
+        tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: it does not keep up with "
+                      "what the room sends (%zu bytes unsent, send_buffer_max %llu)",
+                      c->l->name, tp_conn__peer(c), c->out_bytes,
+                      (unsigned long long)c->l->conf->send_buffer_max);
+        tp_conn_close(cs, c, TP_CLOSE_SLOW, true);
+        return;
+    }
     if (c->flags & TP_CONN_OVERFLOW) {
         tp_conns__log(cs, TP_LOG_INFO, "%s: closing %s: it does not read what it "
                       "is sent (%zu bytes unsent)", c->l->name, tp_conn__peer(c),
@@ -201,8 +229,7 @@ void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c)
         tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    if (conn_write(cs, c) == 0)
-        progress(cs, c);
+    progress(cs, c);
 }
 
 /* ---- handing messages to the app ---- */
@@ -214,7 +241,9 @@ static void dispatch(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
     m->h = c->h;
     m->listener = c->l->index;
     m->conn_data = c->app_data;
+    m->count = c->l->members;
     c->flags |= TP_CONN_BUSY;
+    c->l->busy++;
     err = tp_pool_submit(cs->pool, m);
     assert(err == 0);   /* callers checked tp_pool_is_full(); events are never refused */
     (void)err;
@@ -500,6 +529,10 @@ int64_t tp_conn__next_linger_check(struct tp_conns *cs)
 
 static void leave_listener(struct tp_conn *c)
 {
+    if (c->flags & TP_CONN_MEMBER) {
+        c->flags &= (uint16_t)~TP_CONN_MEMBER;
+        c->l->members--;
+    }
     cds_list_del(&c->link);
     cds_list_del(&c->idle);
     cds_list_del_init(&c->partial);
@@ -544,6 +577,7 @@ static void count_close(struct tp_conns *cs, const struct tp_conn *c)
     case TP_CLOSE_READ_TIMEOUT: TP_STAT_ADD(cs, closed_read_timeout, 1); break;
     case TP_CLOSE_APP: TP_STAT_ADD(cs, closed_app, 1); break;
     case TP_CLOSE_SHUTDOWN: TP_STAT_ADD(cs, closed_shutdown, 1); break;
+    case TP_CLOSE_SLOW: TP_STAT_ADD(cs, closed_slow, 1); break;
     case TP_CLOSE_REFUSED:
         cs->refused_lingering--;
         return;               /* counted when refused; never open */
@@ -570,6 +604,7 @@ static void close_fd(struct tp_conns *cs, struct tp_conn *c)
     while ((m = tp_msg_list_pop(&c->out)) != NULL)
         release(cs, m);
     c->out_bytes = 0;
+    c->out_refs = 0;
     count_close(cs, c);
     tp_ip_release(c->ip);
     c->ip = NULL;
@@ -609,6 +644,38 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
     c->state = (uint8_t)to;
 }
 
+/* FINISHING for a graceful stop, every reply written: queues the listener's
+ * shutdown_message, once, as the last output (nothing is queued after it).
+ * Returns true if c is to wait: for the message to be written, or for the
+ * listener's other connections to be done at the pool. */
+static bool say_goodbye(struct tp_conns *cs, struct tp_conn *c)
+{
+    const struct tp_listen_conf *lc = c->l->conf;
+    struct tp_msg *m;
+
+    if (c->why != TP_CLOSE_SHUTDOWN || lc->shutdown_message_len == 0 ||
+        (c->flags & TP_CONN_BYE))
+        return false;
+    /* What the others read before the stop may still be at the pool, on
+     * its way to c (a broadcast): the message waits for it. done() comes
+     * back here when the listener has nothing left there. */
+    if (c->l->busy > 0)
+        return true;
+    c->flags |= TP_CONN_BYE;
+    m = tp_msg_cache_get(&cs->cache, lc->shutdown_message_len + 1);
+    if (m == NULL) {
+        tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory: no shutdown_message for %s",
+                      c->l->name, tp_conn__peer(c));
+        return false;
+    }
+    memcpy(m->data, lc->shutdown_message, lc->shutdown_message_len);
+    m->data[lc->shutdown_message_len] = '\n';
+    m->len = lc->shutdown_message_len + 1;
+    queue_out(cs, c, m);
+    tp_table_add(&cs->table, TP_LIST_DIRTY, c);
+    return true;
+}
+
 /* What comes next for a connection that is closing, as far as it can go
  * now. Called (through progress()) after anything that may let it move on. */
 static void advance(struct tp_conns *cs, struct tp_conn *c)
@@ -632,6 +699,8 @@ static void advance(struct tp_conns *cs, struct tp_conn *c)
             if ((c->flags & TP_CONN_BUSY) || c->out.head != NULL ||
                 (c->rbuf != NULL && c->rbuf->cut > 0))
                 return;
+            if (say_goodbye(cs, c))
+                return;             /* written from the dirty list; back here then */
             /* After the peer's FIN nothing can arrive, so no lingering. */
             if (c->why == TP_CLOSE_PEER || c->l->conf->lingering_timeout_ms == 0)
                 set_state(cs, c, TP_CONN_CLOSED);
@@ -678,7 +747,7 @@ void tp_conn_close(struct tp_conns *cs, struct tp_conn *c, enum tp_close_reason 
 /* ---- events ---- */
 
 void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse,
-                   struct tp_ip_entry *ip)
+                   struct tp_ip_entry *ip, const struct sockaddr *peer)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
     struct tp_conn *c = NULL;
@@ -717,9 +786,11 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
     }
     TP_STAT_ADD(cs, accepted, 1);
     TP_STAT_ADD(cs, open, 1);
+    c->flags |= TP_CONN_MEMBER;
+    l->members++;
     if (l->env.app->open == NULL)
         return;
-    m = tp_msg_cache_get(&cs->cache, 0);
+    m = tp_msg_cache_get(&cs->cache, TP_PEER_TEXT_MAX);
     if (m == NULL) {
         c->flags |= TP_CONN_APP_CLOSED;     /* its open never ran */
         tp_conns__log(cs, TP_LOG_ERROR, "%s: out of memory, closing %s", l->name,
@@ -728,6 +799,8 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
         return;
     }
     m->kind = TP_MSG_OPEN;
+    /* In data but not in len: an event carries no bytes the pool counts. */
+    tp_sock_addr_text(peer, m->data, TP_PEER_TEXT_MAX);
     dispatch(cs, c, m);
 }
 
@@ -840,7 +913,20 @@ int64_t tp_conn__next_timer(struct tp_conns *cs, struct tp_listener *l)
 
 /* ---- messages back from the app ---- */
 
-static void done(struct tp_conns *cs, struct tp_msg *m)
+/* The listener has nothing at the pool: those waiting to say goodbye
+ * (say_goodbye) may. Only FINISHING connections wait, and going on never
+ * takes another one off the list. */
+static void goodbyes_due(struct tp_conns *cs, struct tp_listener *l)
+{
+    struct tp_conn *c, *next;
+
+    cds_list_for_each_entry_safe(c, next, &l->conns, link)
+        if (c->state == TP_CONN_FINISHING && c->why == TP_CLOSE_SHUTDOWN &&
+            !(c->flags & (TP_CONN_BYE | TP_CONN_BUSY)))
+            progress(cs, c);
+}
+
+static void finish_call(struct tp_conns *cs, struct tp_msg *m)
 {
     struct tp_conn *c = tp_table_find(&cs->table, m->h);
     bool close_after = m->flags & TP_MSG_F_CLOSE;
@@ -849,6 +935,7 @@ static void done(struct tp_conns *cs, struct tp_msg *m)
     TP_STAT_ADD(cs, msgs_in, m->count);
     c->flags &= (uint16_t)~TP_CONN_BUSY;
     c->app_data = m->conn_data;
+    c->l->busy--;
     if (!is_open(c)) {
         if (m->flags & TP_MSG_F_REPLY)
             TP_STAT_ADD(cs, replies_dropped, 1);
@@ -872,11 +959,22 @@ static void done(struct tp_conns *cs, struct tp_msg *m)
     tp_conn__flush(cs, c);
 }
 
+/* A batch (or open, close) is back: c goes on; then, if the listener has
+ * nothing more at the pool, those waiting to say goodbye do. */
+static void done(struct tp_conns *cs, struct tp_msg *m)
+{
+    struct tp_listener *l = &cs->listeners[m->listener];
+
+    finish_call(cs, m);
+    if (l->busy == 0 && l->conf->shutdown_message_len > 0)
+        goodbyes_due(cs, l);
+}
+
 static void send_to(struct tp_conns *cs, struct tp_msg *m)
 {
     struct tp_conn *c = tp_table_find(&cs->table, m->h);
 
-    if (c == NULL || !is_open(c)) {
+    if (c == NULL || !is_open(c) || (c->flags & TP_CONN_BYE)) {
         TP_STAT_ADD(cs, replies_dropped, 1);
         tp_msg_cache_put(&cs->cache, m);
         return;
@@ -895,8 +993,8 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
     cds_list_for_each_entry(c, &l->conns, link) {
         if (m->len == 0)
             break;            /* nothing to send: a no-op */
-        if (c->h.slot == m->h.slot && c->h.gen == m->h.gen &&
-            !(m->flags & TP_MSG_F_SELF))
+        if ((c->h.slot == m->h.slot && c->h.gen == m->h.gen &&
+             !(m->flags & TP_MSG_F_SELF)) || (c->flags & TP_CONN_BYE))
             continue;
         tp_table_add(&cs->table, TP_LIST_DIRTY, c);
         ref = tp_msg_cache_get(&cs->cache, 0);

@@ -15,7 +15,8 @@
  *
  *   READING    reads until EAGAIN, cuts whole messages, hands them to the pool
  *              (one batch at a time, so replies keep their order) and writes
- *              the replies; pauses while output is over send_buffer_max.
+ *              the replies; pauses while output is over send_buffer_max
+ *              (one holding others' broadcasts is closed instead: slow).
  *   FINISHING  input is no longer served: the messages already read still
  *              run and their replies are written; what arrives is read and
  *              dropped (lingering_max bytes at most), so a client blocked
@@ -59,7 +60,7 @@ enum tp_source { TP_SRC_CONN, TP_SRC_LISTENER, TP_SRC_POOL, TP_SRC_SIGNAL,
 
 enum tp_close_reason { TP_CLOSE_PEER, TP_CLOSE_ERROR, TP_CLOSE_OVERSIZE,
                        TP_CLOSE_IDLE, TP_CLOSE_READ_TIMEOUT, TP_CLOSE_APP,
-                       TP_CLOSE_SHUTDOWN, TP_CLOSE_REFUSED };
+                       TP_CLOSE_SHUTDOWN, TP_CLOSE_REFUSED, TP_CLOSE_SLOW };
 
 /* A listen block at run time. The reactor fills it and owns the socket;
  * connections read its conf and keep its lists. */
@@ -76,6 +77,9 @@ struct tp_listener {
     char name[72];                /* conf address with the bound port, for logs */
     uint32_t idle_slack_ms;       /* idle list order may lag activity this much */
     struct cds_list_head conns;   /* READING and FINISHING connections */
+    uint32_t members;             /* of them, those not refused: what the app
+                                     hears as tp_call_members() */
+    uint32_t busy;                /* its connections with a message at the pool */
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
     tp_ip_table_t *ips;           /* per source address limits; NULL if none */
@@ -109,10 +113,11 @@ struct tp_conns {
 void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Takes an accepted fd: a new READING connection, or with refuse (over
- * max_connections) one that only lingers. Closes fd if it cannot be set up. */
+/* Takes an accepted fd from peer: a new READING connection, or with refuse
+ * (over max_connections) one that only lingers. Closes fd if it cannot be
+ * set up. */
 void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse,
-                   struct tp_ip_entry *ip);
+                   struct tp_ip_entry *ip, const struct sockaddr *peer);
 
 /* Bytes one loop turn reads, over all connections; past them, connections
  * wait on the pending list, in the order they became readable, for the next

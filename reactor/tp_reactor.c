@@ -286,7 +286,7 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
             tp_ip_release(ip);
             ip = NULL;
         }
-        tp_conn__open(&s->cs, l, fd, refuse, ip);
+        tp_conn__open(&s->cs, l, fd, refuse, ip, (struct sockaddr *)&peer);
         return true;
     }
     switch (errno) {
@@ -469,7 +469,7 @@ static void log_stats(struct tp_server *s)
     log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
          "deny %llu per_ip %llu rate %llu, "
          "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
-         "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu, "
+         "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu slow %llu, "
          "lingering %llu (of %llu, %llu cut short)",
          (unsigned long long)st->open, (unsigned long long)st->accepted,
          (unsigned long long)st->rejected_max_conn, (unsigned long long)st->refused_acl,
@@ -482,6 +482,7 @@ static void log_stats(struct tp_server *s)
          (unsigned long long)st->closed_read_timeout,
          (unsigned long long)st->closed_app,
          (unsigned long long)st->closed_shutdown,
+         (unsigned long long)st->closed_slow,
          (unsigned long long)st->lingering, (unsigned long long)st->lingered,
          (unsigned long long)st->linger_cut);
 }

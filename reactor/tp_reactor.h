@@ -58,6 +58,9 @@ struct tp_stats {
     uint64_t open;                       /* connections now */
     uint64_t closed_peer, closed_error, closed_oversize, closed_idle,
              closed_read_timeout, closed_app, closed_shutdown;
+    uint64_t closed_slow;                /* a recipient of broadcasts whose
+                                            unsent output passed
+                                            send_buffer_max (it does not read) */
     uint64_t msgs_in, bytes_in, bytes_out;
     uint64_t replies_dropped;            /* for connections already closed */
     uint64_t bytes_discarded;            /* input dropped at close: partial

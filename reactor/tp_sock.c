@@ -68,25 +68,33 @@ uint16_t tp_sock_port(int fd)
     return 0;
 }
 
-const char *tp_sock_peer(int fd, char *buf, size_t len)
+const char *tp_sock_addr_text(const struct sockaddr *sa, char *buf, size_t len)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
     char host[INET6_ADDRSTRLEN];
 
     snprintf(buf, len, "?");
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-        return buf;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)sa;
 
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
         snprintf(buf, len, "%s:%u", host, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)sa;
 
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
         snprintf(buf, len, "[%s]:%u", host, ntohs(a->sin6_port));
     }
     return buf;
+}
+
+const char *tp_sock_peer(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(buf, len, "?");
+        return buf;
+    }
+    return tp_sock_addr_text((struct sockaddr *)&ss, buf, len);
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "tp_conf.h"
 
@@ -19,5 +20,9 @@ uint16_t tp_sock_port(int fd);
 /* Writes fd's peer address as "1.2.3.4:5678" or "[::1]:5678" into buf
  * ("?" if unknown) and returns buf. */
 const char *tp_sock_peer(int fd, char *buf, size_t len);
+
+/* The same for an address already at hand (accept's); a family other
+ * than AF_INET or AF_INET6 is "?". Returns buf. */
+const char *tp_sock_addr_text(const struct sockaddr *sa, char *buf, size_t len);
 
 #endif /* TP_SOCK_H */

@@ -35,7 +35,10 @@ enum {
     TP_CONN_OUT_FULL   = 1 << 3,  /* output over send_buffer_max: input paused */
     TP_CONN_OVERFLOW   = 1 << 4,  /* output past the hard limit: abort it */
     TP_CONN_APP_CLOSED = 1 << 5,  /* app->close was sent (or is not needed) */
-    TP_CONN_LISTED     = 1 << 6,  /* << enum tp_table_list: on that list */
+    TP_CONN_LISTED     = 1 << 6,  /* << enum tp_table_list: on that list
+                                     (bits 6, 7, 8) */
+    TP_CONN_MEMBER     = 1 << 9,  /* counted in its listener's members */
+    TP_CONN_BYE        = 1 << 10, /* shutdown_message queued: nothing after it */
 };
 
 /* The lists of connections to come back to later in this loop turn (or the
@@ -63,6 +66,7 @@ struct tp_conn {
     struct tp_ip_entry *ip;       /* its source address's count (l->ips), or NULL */
     struct tp_msg_list out;       /* replies to write, in order */
     size_t out_bytes;             /* unsent bytes in out */
+    uint32_t out_refs;            /* broadcast slots (TP_MSG_REF) in out */
     void *app_data;               /* the app's per-connection pointer */
     struct tp_conn *next[TP_LISTS];
     struct cds_list_head link;    /* l->conns; the free list when FREE */

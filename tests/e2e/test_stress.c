@@ -1335,6 +1335,47 @@ Test(stress, chat_line_against_echo_reports_own_echo_missing_and_members_never_j
     cr_assert_lt(jnum("duration_s"), 2, "each line waited --timeout, not -d: %s", json);
 }
 
+/* Issue 9: the tool's line protocol against a real tidepool `app chat`:
+ * every member gets every other member's lines once, in order, none of its
+ * own; the run is ok and the server closed nobody as slow. */
+Test(stress, chat_line_against_app_chat_every_member_gets_every_other_members_lines)
+{
+    server_start_conf("listen 127.0.0.1:0 { app chat; }\nworkers 2;\n", "chat");
+    stress("--mode", "chat", "-c", "30", "--senders", "5", "-p", "4", "-n", "2000", "-t", "2",
+           "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_not_null(strstr(json, "\"proto\":\"line\""), "%s", json);
+    cr_assert_eq(jchat("members"), 30, "%s", json);
+    cr_assert_eq(jchat("joined"), 30, "%s", json);
+    cr_assert_eq(jchat("recipients"), 29, "%s", json);
+    cr_assert_eq(jchat("lines"), 2000, "%s", json);
+    cr_assert_eq(jchat("deliveries"), 2000 * 29, "%s", json);
+    cr_assert_eq(jchat("expected"), 2000 * 29, "%s", json);
+    cr_assert_eq(jchat("given_up"), 0, "%s", json);
+    cr_assert_eq(jchat("foreign"), 0, "%s", json);
+    assert_no_errors();
+    cr_assert(jtrue("ok"), "%s", json);
+    cr_assert_geq(server_stop(), 2000, "%s", srv.log);
+    cr_assert_eq(server_stat("slow"), 0, "%s", srv.log);
+}
+
+/* With chat_prefix and join_notice the tool, told --foreign skip, drops the
+ * prefix and counts the notices as foreign: still every line, in order. */
+Test(stress, chat_line_with_prefix_and_notices_still_delivers_every_line)
+{
+    server_start_conf("listen 127.0.0.1:0 { app chat; chat_prefix on; join_notice on; }\n"
+                      "workers 2;\n", "chat");
+    stress("--mode", "chat", "-c", "12", "--senders", "3", "-p", "4", "-n", "600",
+           "--foreign", "skip", "--json", new_json_path(), target(srv.port), NULL);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jchat("deliveries"), 600 * 11, "%s", json);
+    /* Each member hears the joins from its own on: 12 + 11 + ... + 1. */
+    cr_assert_geq(jchat("foreign"), 12 * 13 / 2, "%s", json);
+    assert_no_errors();
+}
+
 /* ---- the server under injected faults (tests/fault/tp_fault.c) ---- */
 
 TestSuite(fault, .fini = cleanup, .timeout = 120);
@@ -1426,6 +1467,82 @@ Test(fault, every_reply_verifies_under_io_faults)
             cr_assert_gt(injected("read_eagain"), 0, "%s", srv.log);
             cr_assert_gt(injected("send_eagain"), 0, "%s", srv.log);
         }
+    }
+}
+
+/* The same faults under a chat room: every line delivered still verifies
+ * (unchanged, once, in its sender's order, to every other member), and
+ * the server neither crashes nor spins. */
+Test(fault, every_chat_line_verifies_under_io_faults)
+{
+    static const char *const faults[] = {
+        "seed=4,io=0.2,epoll_eintr=0.05,accept=0.05",
+        "seed=5,read_short=0.5,send_short=0.5,read_eagain=0.1,send_eagain=0.1",
+    };
+    static const int workers[] = { 4, 0 };
+    char conf[128];
+
+    for (size_t f = 0; f < sizeof(faults) / sizeof(faults[0]); f++) {
+        for (size_t w = 0; w < 2; w++) {
+            snprintf(conf, sizeof(conf), "listen 127.0.0.1:0 { app chat; }\nworkers %d;\n",
+                     workers[w]);
+            server_fault = faults[f];
+            server_start_conf(conf, "chat");
+            server_fault = NULL;
+            stress("--mode", "chat", "-c", "20", "--senders", "4", "-p", "4", "-d", "700ms",
+                   "--json", new_json_path(), target(srv.port), NULL);
+            cr_assert_eq(res.code, 0, "%s workers %d: %s", faults[f], workers[w], res.out);
+            json_load();
+            cr_assert_eq(jchat("joined"), 20, "%s", json);
+            cr_assert_gt(jchat("lines"), 100, "%s", json);
+            cr_assert_eq(jchat("deliveries"), jchat("lines") * 19, "%s", json);
+            assert_no_errors();
+            expect_idle();
+            server_stop();
+            cr_assert_gt(injected("read_short"), 0, "no fault injected? %s", srv.log);
+            cr_assert_gt(injected("send_short"), 0, "%s", srv.log);
+            cr_assert_eq(server_stat("slow"), 0, "%s", srv.log);
+        }
+    }
+}
+
+/* Allocations fail now and then under a busy room: each failure closes at
+ * most the connection it hit (a member that would miss a broadcast is
+ * closed, never served a gap); what the members got verifies. */
+Test(fault, an_allocation_failure_in_a_chat_room_closes_at_most_its_connection)
+{
+#ifdef TP_SANITIZED
+    cr_skip_test("allocation faults need glibc's allocator (sanitizer build)");
+#endif
+    static const int workers[] = { 4, 0 };
+    char conf[128];
+
+    for (size_t w = 0; w < 2; w++) {
+        long long nomem = 0;
+
+        snprintf(conf, sizeof(conf), "listen 127.0.0.1:0 { app chat; }\nworkers %d;\n",
+                 workers[w]);
+        server_fault = "seed=13,alloc=0.02,after=200";
+        server_start_conf(conf, "chat");
+        server_fault = NULL;
+        usleep(300 * 1000);    /* past `after`: allocations may fail from now */
+        stress("--mode", "chat", "-c", "20", "--senders", "4", "-p", "4", "-d", "700ms",
+               "--timeout", "2s", "--json", new_json_path(), target(srv.port), NULL);
+        json_load();
+        cr_assert_eq(jnum("mismatch"), 0, "workers %d: %s", workers[w], json);
+        cr_assert_eq(jnum("duplicate"), 0, "%s", json);
+        cr_assert_eq(jnum("out_of_order"), 0, "%s", json);
+        cr_assert_eq(jnum("own_echo"), 0, "%s", json);
+        /* Not "missing": a sender whose batch could not be broadcast is
+         * closed, and that batch's lines reach nobody. */
+        cr_assert_gt(jchat("deliveries"), 100, "the room stopped: %s", json);
+        expect_idle();
+        cr_assert_geq(server_stop(), 0, "no stats line: the server died? %s", srv.log);
+        cr_assert_gt(injected("alloc"), 0, "no allocation failed: %s", srv.log);
+        for (const char *p = srv.log; (p = strstr(p, "memory")) != NULL; p++)
+            nomem++;
+        cr_assert_leq(server_stat("error"), nomem, "more connections closed than "
+                      "allocations failed: %s", srv.log);
     }
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -33,6 +34,40 @@ struct proc {
 
 static char dir[] = "/tmp/tp_e2e_XXXXXX";
 
+/* Every process a test spawned and has not reaped: the suite's teardown
+ * kills them, so a failed assertion leaves no server behind; and each is
+ * told to die with the test (PR_SET_PDEATHSIG), for a test that times out
+ * and is killed before its teardown runs. */
+#define MAX_SPAWNED 64
+static pid_t spawned[MAX_SPAWNED];
+
+static void remember(pid_t pid)
+{
+    for (size_t i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == 0) {
+            spawned[i] = pid;
+            return;
+        }
+    cr_assert_fail("more than %d processes spawned and not reaped", MAX_SPAWNED);
+}
+
+static void forget(pid_t pid)
+{
+    for (size_t i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == pid)
+            spawned[i] = 0;
+}
+
+static void kill_spawned(void)
+{
+    for (size_t i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] > 0) {
+            kill(spawned[i], SIGKILL);   /* a master's processes die with it */
+            waitpid(spawned[i], NULL, 0);
+            spawned[i] = 0;
+        }
+}
+
 static void setup(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -43,6 +78,7 @@ static void teardown(void)
 {
     char cmd[64];
 
+    kill_spawned();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
@@ -65,17 +101,22 @@ static const char *put(const char *name, const char *text)
 static void spawn(struct proc *p, const char *const argv[])
 {
     int out[2], err[2];
+    pid_t parent;
 
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
     cr_assert_eq(pipe2(err, O_CLOEXEC), 0);
+    parent = getpid();
     p->pid = fork();
     cr_assert_geq(p->pid, 0);
     if (p->pid == 0) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(126);           /* the test is gone already */
         dup2(out[1], STDOUT_FILENO);
         dup2(err[1], STDERR_FILENO);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+    remember(p->pid);
     close(out[1]);
     close(err[1]);
     p->out = out[0];
@@ -124,12 +165,14 @@ static int finish(struct proc *p, int ms)
         if (now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &status, 0);
+            forget(p->pid);
             close(p->out);
             close(p->err);
             return -1;
         }
         wait_log(p, "\1never", 10);     /* keep draining stderr */
     }
+    forget(p->pid);
     for (;;) {             /* the rest of stderr, up to EOF */
         ssize_t n = read(p->err, p->log + p->loglen, sizeof(p->log) - 1 - p->loglen);
 
@@ -998,19 +1041,8 @@ Test(tidepool, every_option_of_help_is_in_its_page)
 
 /* ---- app http ---- */
 
-static pid_t http_pid;     /* the server a tidepool_http test started, if any */
-
-static void http_teardown(void)
-{
-    if (http_pid > 0) {    /* a failed test still stops its server */
-        kill(http_pid, SIGKILL);
-        waitpid(http_pid, NULL, 0);
-        http_pid = 0;
-    }
-    teardown();
-}
-
-TestSuite(tidepool_http, .init = setup, .fini = http_teardown, .timeout = 60);
+/* teardown() kills what a failed test left running, as for every suite. */
+TestSuite(tidepool_http, .init = setup, .fini = teardown, .timeout = 60);
 
 /* Writes req on a new connection and reads until the server closes it
  * (10 s at most). Returns what came back, NUL-terminated, in out. */
@@ -1087,7 +1119,6 @@ Test(tidepool_http, serves_http_keep_alive_close_pipelining_head_and_errors)
     };
     size_t i;
 
-    http_pid = p.pid;
     /* Pipelined on one connection: GET, HEAD, then GET with close. */
     http_exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
                         "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -1111,6 +1142,157 @@ Test(tidepool_http, serves_http_keep_alive_close_pipelining_head_and_errors)
     }
     kill(p.pid, SIGTERM);
     cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
-    http_pid = 0;
     cr_expect(strstr(p.log, "(app http, framing http)") != NULL, "%s", p.log);
+}
+
+/* ---- shutdown_message and app chat ---- */
+
+/* Reads fd until EOF or reset (10 s of silence at most) into buf. */
+static size_t read_until_eof(int fd, char *buf, size_t cap, bool *reset)
+{
+    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    size_t got = 0;
+
+    *reset = false;
+    while (got < cap && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        if (r <= 0) {
+            *reset = r < 0 && errno == ECONNRESET;
+            break;
+        }
+        got += (size_t)r;
+    }
+    return got;
+}
+
+/* Bytes read but not yet written back, by the last stats line. */
+static unsigned long long in_flight(const char *log)
+{
+    unsigned long long in = 0, out = 0;
+    const char *at = NULL;
+
+    for (const char *p = strstr(log, "bytes in "); p != NULL; p = strstr(p + 1, "bytes in "))
+        at = p;
+    if (at == NULL || sscanf(at, "bytes in %llu out %llu", &in, &out) != 2)
+        return 0;
+    return in - out;
+}
+
+/* A client pipelines past send_buffer_max, so replies are still unsent when
+ * SIGTERM comes: it gets every reply it is owed, then the shutdown_message
+ * line, then EOF. */
+Test(tidepool, sigterm_sends_shutdown_message_after_the_last_reply)
+{
+    static const char bye[] = "server going down, \"bye\"\n";
+    struct proc p;
+    uint16_t port = start(&p, put("t.conf", "listen 127.0.0.1:0 {\n"
+                                  "    shutdown_message 'server going down, \"bye\"';\n}\n"));
+    static char in[64u << 20], want[64 * 1024];
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rcvbuf = 32 * 1024;
+    struct flood f = { .fd = fd };
+    unsigned long long msgs;
+    size_t got, owed;
+    pthread_t th;
+    bool reset;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(pthread_create(&th, NULL, flood_main, &f), 0);
+    for (int i = 0; i < 200 && last_count(p.log, "bytes in ") < (2u << 20); i++) {
+        kill(p.pid, SIGUSR1);
+        wait_log(&p, "\1never", 50);
+    }
+    cr_assert_geq(in_flight(p.log), 64u << 10, "no replies in flight: %s", p.log);
+    kill(p.pid, SIGTERM);
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    got = read_until_eof(fd, in, sizeof(in), &reset);
+    close(fd);
+    cr_assert_eq(finish(&p, 15000), 0, "%s", p.log);
+    msgs = last_count(strstr(p.log, "[info] stopped") ? p.log : "", "messages ");
+    owed = (size_t)msgs * 64;
+    cr_assert_not(reset, "reset after %zu bytes", got);
+    cr_assert_eq(got, owed + strlen(bye), "got %zu bytes, owed %zu and the message: %s", got,
+                 owed, p.log);
+    for (size_t off = 0; off < owed; off += sizeof(want)) {
+        size_t len = owed - off < sizeof(want) ? owed - off : sizeof(want);
+
+        stream(want, off / 64, sizeof(want) / 64);
+        cr_assert(memcmp(in + off, want, len) == 0, "reply differs near byte %zu", off);
+    }
+    cr_assert(memcmp(in + owed, bye, strlen(bye)) == 0, "ends \"%.*s\"", (int)strlen(bye),
+              in + owed);
+}
+
+Test(tidepool, test_refuses_a_framing_app_chat_cannot_use)
+{
+    char bad[PATH_MAX - 64];
+    const char *argv[] = { BIN, "-t", "-c", bad, NULL };
+    struct proc p;
+    char out[256], want[PATH_MAX + 128];
+
+    snprintf(bad, sizeof(bad), "%s", put("bad.conf", "listen 127.0.0.1:7000 {\n"
+                                         "    app chat;\n\n    framing length;\n}\n"));
+    cr_assert_eq(run(&p, argv, out, sizeof(out)), 1, "%s", p.log);
+    snprintf(want, sizeof(want), "%s:4: framing length does not work with app chat "
+             "(it needs framing line)", bad);
+    cr_expect(strstr(p.log, want) != NULL, "%s", p.log);
+}
+
+/* Two members, as two nc sessions: a line from one reaches the other, with
+ * the prefix; a member that never reads, as the room floods, is closed and
+ * counted: "slow 1" in the USR1 and the shutdown stats lines. */
+Test(tidepool, chat_room_delivers_and_drops_a_member_that_does_not_read)
+{
+    struct proc p;
+    uint16_t port = start(&p, put("t.conf", "listen 127.0.0.1:0 {\n    app chat;\n"
+                                  "    chat_prefix on;\n    send_buffer_max 64k;\n}\n"));
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in local;
+    socklen_t len = sizeof(local);
+    int one = dial(port), two = dial(port), sleeper = socket(AF_INET, SOCK_STREAM, 0);
+    int rcvbuf = 4096;
+    struct flood f = { .fd = one };
+    char line[128], buf[128];
+    struct pollfd pf = { .fd = two, .events = POLLIN };
+    size_t got = 0, n;
+    pthread_t th;
+
+    cr_assert_eq(getsockname(one, (struct sockaddr *)&local, &len), 0);
+    n = (size_t)snprintf(line, sizeof(line), "127.0.0.1:%u: hello\n", ntohs(local.sin_port));
+    cr_assert_eq(write(one, "hello\n", 6), 6);
+    while (got < n && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(two, buf + got, n - got);
+
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    cr_assert_eq(got, n);
+    cr_assert(memcmp(buf, line, n) == 0, "got \"%.*s\", want \"%s\"", (int)got, buf, line);
+    close(two);
+    setsockopt(sleeper, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    cr_assert_eq(connect(sleeper, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(pthread_create(&th, NULL, flood_main, &f), 0);
+    for (int i = 0; i < 200 && strstr(p.log, " slow 1,") == NULL; i++) {
+        kill(p.pid, SIGUSR1);
+        wait_log(&p, "\1never", 50);
+    }
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_not_null(strstr(p.log, " slow 1,"), "%s", p.log);
+    cr_expect_not_null(strstr(p.log, "it does not keep up with what the room sends"), "%s",
+                       p.log);
+    close(sleeper);
+    close(one);
+    kill(p.pid, SIGTERM);
+    cr_assert_eq(finish(&p, 15000), 0, "%s", p.log);
+    cr_assert_not_null(strstr(p.log, "got Terminated"), "%s", p.log);
+    cr_assert_not_null(strstr(strstr(p.log, "got Terminated"), " slow 1,"), "%s", p.log);
 }

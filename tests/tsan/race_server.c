@@ -2,8 +2,11 @@
  *
  * Client threads pipeline lines and check every reply in order; some close
  * right after sending (their replies are at the workers); a chat-like app
- * broadcasts between connections; then a graceful stop while clients still
- * send. Exits 0 when every checked reply matched and the server stopped clean. */
+ * broadcasts between connections; app chat (prefix, notices) runs a room
+ * that members join and leave while one floods it, one member reads and
+ * checks it and one never reads (closed as slow); then a graceful stop while
+ * clients still send (the room's reader gets shutdown_message last). Exits
+ * 0 when every checked reply matched and the server stopped clean. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -24,7 +27,7 @@
 #define CONNS_PER_THREAD 40
 #define LINES 200
 
-static uint16_t port, chat_port;
+static uint16_t port, chat_port, room_port;
 static atomic_int failures;
 
 static int dial_port(uint16_t to)
@@ -34,6 +37,24 @@ static int dial_port(uint16_t to)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
     if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Connects with a small receive buffer, so what it does not read stays
+ * with the server. */
+static int dial_small(uint16_t to)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(to),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rcvbuf = 4096;
+
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         close(fd);
         return -1;
     }
@@ -79,6 +100,117 @@ static void *chatter(void *arg)
             break;
     }
     close(fd);
+    return NULL;
+}
+
+/* ---- the room: app chat itself ---- */
+
+#define ROOM_LINES 20000
+#define ROOM_LINE 256             /* bytes, '\n' included: 5 MiB in all, more
+                                     than the kernel holds for the sleeper */
+#define ROOM_LAG 500              /* lines the reader may be behind */
+#define CHURNERS 4
+
+static atomic_int room_read;      /* the reader's count of the sender's lines */
+static atomic_int room_over;      /* the sender is done */
+static int room_reader_fd = -1;
+
+static void *room_sender(void *arg)
+{
+    char line[ROOM_LINE + 1];
+    int fd = dial_port(room_port), i;
+
+    (void)arg;
+    if (fd < 0) {
+        atomic_fetch_add(&failures, 1);
+        return NULL;
+    }
+    for (i = 0; i < ROOM_LINES; i++) {
+        snprintf(line, sizeof(line), "r %08d %0*d\n", i, ROOM_LINE - 12, 0);
+        if (write(fd, line, ROOM_LINE) != ROOM_LINE) {
+            atomic_fetch_add(&failures, 1);
+            break;
+        }
+        for (int w = 0; i - atomic_load(&room_read) > ROOM_LAG && w < 20000; w++)
+            usleep(500);      /* keep the reader within its send_buffer_max */
+    }
+    atomic_store(&room_over, 1);
+    /* Notices and churners' lines came to it unread: closing on them would
+     * reset the connection and lose what the server has not yet read. */
+    shutdown(fd, SHUT_WR);
+    while (read(fd, line, sizeof(line)) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+/* Checks one line the reader got: a notice, a churner's, or the sender's
+ * next (after its "ADDR:PORT: " prefix). Returns -1 on a wrong one. */
+static int room_line(const char *p, size_t len, int *next)
+{
+    const char *mark = memmem(p, len, ": r ", 4);
+    int seq;
+
+    if (len > 0 && p[0] == '*')
+        return 0;                         /* join_notice */
+    if (memmem(p, len, ": churn", 7) != NULL)
+        return 0;
+    if (mark == NULL || sscanf(mark + 4, "%d", &seq) != 1 || seq != *next)
+        return -1;
+    (*next)++;
+    atomic_store(&room_read, *next);
+    return 0;
+}
+
+/* Reads the room until EOF; the last line must be shutdown_message. */
+static void *room_reader(void *arg)
+{
+    static char buf[1 << 16];
+    size_t have = 0, at;
+    int next = 0, bad = 0;
+    char last[64] = "";
+    ssize_t r;
+
+    (void)arg;
+    while ((r = read(room_reader_fd, buf + have, sizeof(buf) - have)) > 0) {
+        char *nl;
+
+        have += (size_t)r;
+        for (at = 0; (nl = memchr(buf + at, '\n', have - at)) != NULL; at = (size_t)(nl - buf) + 1) {
+            size_t len = (size_t)(nl - (buf + at));
+
+            snprintf(last, sizeof(last), "%.*s", (int)len, buf + at);
+            if (strcmp(last, "bye") != 0 && room_line(buf + at, len, &next) < 0 && bad++ == 0)
+                fprintf(stderr, "race_server: room line %d: \"%s\"\n", next, last);
+        }
+        memmove(buf, buf + at, have - at);
+        have -= at;
+    }
+    if (bad > 0 || next != ROOM_LINES || strcmp(last, "bye") != 0) {
+        fprintf(stderr, "race_server: the room's reader got %d of %d lines, %d wrong, "
+                "last \"%s\"\n", next, ROOM_LINES, bad, last);
+        atomic_fetch_add(&failures, 1);
+    }
+    close(room_reader_fd);
+    return NULL;
+}
+
+/* Joins, says a line now and then, leaves, while the sender floods. */
+static void *churner(void *arg)
+{
+    long id = (long)arg;
+
+    for (int i = 0; i < 200 && !atomic_load(&room_over); i++) {
+        int fd = dial_port(room_port);
+
+        if (fd < 0) {
+            atomic_fetch_add(&failures, 1);
+            return NULL;
+        }
+        if ((i + id) % 3 == 0 && write(fd, "churn\n", 6) != 6)
+            atomic_fetch_add(&failures, 1);
+        close(fd);
+    }
     return NULL;
 }
 
@@ -135,10 +267,11 @@ static void *serve(void *srv)
 static int run(bool workers_only)
 {
     static struct tp_conf conf;
-    const struct tp_app *apps[2] = { &tp_app_echo, &chat };
+    const struct tp_app *apps[3] = { &tp_app_echo, &chat, &tp_app_chat };
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1,
                                    .workers_only = workers_only };
-    pthread_t th[THREADS], chat_th[CHATTERS], loop;
+    pthread_t th[THREADS], chat_th[CHATTERS], churn_th[CHURNERS], loop, sender, reader;
+    int sleeper;
     struct tp_stats st;
     tp_server_t *srv;
     char err[256];
@@ -147,15 +280,33 @@ static int run(bool workers_only)
     tp_conf_init(&conf);
     conf.workers = 4;
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
-    conf.nlisten = 2;
+    conf.nlisten = 3;
     tp_conf_listen_init(&conf.listen[1]);
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
+    tp_conf_listen_init(&conf.listen[2]);
+    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[2]);
+    strcpy(conf.listen[2].app, "chat");
+    conf.listen[2].chat_prefix = conf.listen[2].join_notice = true;
+    conf.listen[2].send_buffer_max = 256 * 1024;
+    strcpy(conf.listen[2].shutdown_message, "bye");
+    conf.listen[2].shutdown_message_len = 3;
+    atomic_store(&room_read, 0);
+    atomic_store(&room_over, 0);
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
     if (srv == NULL)
         return fprintf(stderr, "%s\n", err), 1;
     port = tp_server_port(srv, 0);
     chat_port = tp_server_port(srv, 1);
+    room_port = tp_server_port(srv, 2);
     pthread_create(&loop, NULL, serve, srv);
+    room_reader_fd = dial_port(room_port);
+    sleeper = dial_small(room_port);          /* never reads */
+    if (room_reader_fd < 0 || sleeper < 0)
+        return fprintf(stderr, "race_server: cannot join the room\n"), 1;
+    pthread_create(&reader, NULL, room_reader, NULL);
+    pthread_create(&sender, NULL, room_sender, NULL);
+    for (i = 0; i < CHURNERS; i++)
+        pthread_create(&churn_th[i], NULL, churner, (void *)i);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
     for (i = 0; i < CHATTERS; i++)
@@ -164,6 +315,12 @@ static int run(bool workers_only)
         pthread_join(th[i], NULL);
     for (i = 0; i < CHATTERS; i++)
         pthread_join(chat_th[i], NULL);
+    pthread_join(sender, NULL);
+    for (i = 0; i < CHURNERS; i++)
+        pthread_join(churn_th[i], NULL);
+    /* The reader has it all (its check is exact) before the stop. */
+    for (i = 0; i < 2000 && atomic_load(&room_read) < ROOM_LINES; i++)
+        usleep(5000);
     /* Stop while a last client is mid-stream: what it sent before the stop
      * is answered in full, then EOF. */
     tp_server_stats(srv, &st);
@@ -187,15 +344,18 @@ static int run(bool workers_only)
         }
         close(fd);
     }
+    pthread_join(reader, NULL);
+    close(sleeper);
     pthread_join(loop, NULL);
     tp_server_stats(srv, &st);
     tp_server_destroy(srv);
     if (st.open != 0)
         atomic_fetch_add(&failures, 1);
-    printf("race_server (%s): %llu connections, %llu messages, %d failures\n",
+    printf("race_server (%s): %llu connections, %llu messages, %llu closed as slow, "
+           "%d failures\n",
            workers_only ? "every message to a worker" : "cheap work on the reactor",
            (unsigned long long)st.accepted, (unsigned long long)st.msgs_in,
-           atomic_load(&failures));
+           (unsigned long long)st.closed_slow, atomic_load(&failures));
     return atomic_load(&failures) == 0 ? 0 : 1;
 }
 

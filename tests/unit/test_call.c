@@ -297,3 +297,85 @@ Test(call, a_reply_after_keep_copies_the_kept_bytes_first)
     cr_assert(!(r->flags & TP_MSG_F_REPLY));
     tp_msg_free(r);
 }
+
+/* App chat: a run of lines is one broadcast of the run as it came, not
+ * back to the sender, and the batch itself is no reply; after EOF a last
+ * line without its '\n' gets one. */
+Test(call, chat_broadcasts_a_run_of_lines_once_as_it_came)
+{
+    struct tp_listen_conf lc;
+    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000 };
+    struct tp_msg *m = batch("a\nbb\nccc", 8, TP_MSG_F_EOF), *r;
+    struct tp_msg_list out;
+
+    tp_conf_listen_init(&lc);
+    cr_assert_eq(tp_app_chat.init(&env.state, &lc), 0);
+    tp_msg_list_init(&out);
+    tp_call_run(&env, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "a\nbb\n", 5);
+    cr_assert_not(r->flags & TP_MSG_F_SELF);
+    cr_assert_eq(r->h.slot, 3);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "ccc\n", 4);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r, m);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    cr_assert_not(r->flags & (TP_MSG_F_REPLY | TP_MSG_F_CLOSE));
+    cr_assert_eq(r->count, 3, "three messages in the batch");
+    cr_assert_null(tp_msg_list_pop(&out));
+    tp_msg_free(r);
+    tp_app_chat.fini(env.state);
+}
+
+/* With chat_prefix and join_notice: open hears the peer and the count from
+ * the reactor, every line of a run gets the prefix, close says who left. */
+Test(call, chat_prefix_and_notices_use_the_peer_and_member_count)
+{
+    struct tp_listen_conf lc;
+    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000 };
+    struct tp_msg *m = tp_msg_new(64), *r;
+    struct tp_msg_list out;
+    void *conn;
+
+    tp_conf_listen_init(&lc);
+    lc.chat_prefix = lc.join_notice = true;
+    cr_assert_eq(tp_app_chat.init(&env.state, &lc), 0);
+    m->kind = TP_MSG_OPEN;
+    m->count = 7;
+    strcpy(m->data, "[::1]:4242");
+    tp_msg_list_init(&out);
+    tp_call_run(&env, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "* [::1]:4242 joined (7 members)\n", 32);
+    cr_assert(r->flags & TP_MSG_F_SELF, "the newcomer hears it too");
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_eq(r->kind, TP_MSG_DONE);
+    conn = r->conn_data;
+    cr_assert_not_null(conn);
+    tp_msg_free(r);
+
+    m = batch("hi\nyou\n", 7, 0);
+    m->conn_data = conn;
+    tp_call_run(&env, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "[::1]:4242: hi\n[::1]:4242: you\n", 31);
+    tp_msg_free(r);
+    tp_msg_free(tp_msg_list_pop(&out));
+
+    m = tp_msg_new(0);
+    m->kind = TP_MSG_CLOSE;
+    m->count = 6;
+    m->conn_data = conn;
+    tp_call_run(&env, m, &out);
+    r = tp_msg_list_pop(&out);
+    expect(r, TP_MSG_BROADCAST, "* [::1]:4242 left (6 members)\n", 30);
+    tp_msg_free(r);
+    r = tp_msg_list_pop(&out);
+    cr_assert_null(r->conn_data, "close freed it");
+    tp_msg_free(r);
+    tp_app_chat.fini(env.state);
+}

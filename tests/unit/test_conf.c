@@ -179,6 +179,62 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(a->tcp_nodelay, b->tcp_nodelay);
     cr_expect_eq(a->http_body_len, b->http_body_len);
     cr_expect_str_eq(a->http_body, b->http_body);
+    cr_expect_eq(a->chat_prefix, b->chat_prefix);
+    cr_expect_eq(a->join_notice, b->join_notice);
+    cr_expect_eq(a->shutdown_message_len, b->shutdown_message_len);
+    cr_expect_str_eq(a->shutdown_message, b->shutdown_message);
+}
+
+Test(conf, chat_prefix_join_notice_and_shutdown_message)
+{
+    const struct tp_listen_conf *l;
+
+    cr_assert_eq(load("listen 127.0.0.1:7001 {\n"
+                      "    chat_prefix on;\n"
+                      "    join_notice on;\n"
+                      "    shutdown_message \"going down, \\\"bye\\\"\";\n"
+                      "}\n"
+                      "listen 127.0.0.1:7002 { chat_prefix off; join_notice off; "
+                      "shutdown_message ''; }\n"
+                      "listen 127.0.0.1:7003;\n"), 0, "%s", err);
+    l = &conf.listen[0];
+    cr_expect(l->chat_prefix);
+    cr_expect(l->join_notice);
+    cr_expect_str_eq(l->shutdown_message, "going down, \"bye\"");
+    cr_expect_eq(l->shutdown_message_len, strlen("going down, \"bye\""));
+    for (size_t i = 1; i < 3; i++) {
+        cr_expect(!conf.listen[i].chat_prefix, "listener %zu", i);
+        cr_expect(!conf.listen[i].join_notice, "listener %zu", i);
+        cr_expect_eq(conf.listen[i].shutdown_message_len, 0, "listener %zu", i);
+    }
+    expect_error("listen 7000 {\n chat_prefix yes;\n}\n", 2,
+                 "invalid value \"yes\" for \"chat_prefix\": expected \"on\" or \"off\"");
+    expect_error("listen 7000 {\n join_notice on;\n\n join_notice off;\n}\n", 4,
+                 "\"join_notice\" is duplicate (first at");
+    expect_error("listen 7000 {\n shutdown_message a;\n shutdown_message b;\n}\n", 3,
+                 "\"shutdown_message\" is duplicate");
+    expect_error("listen 7000 {\n shutdown_message \"two\\nlines\";\n}\n", 2,
+                 "expected one line of at most 512 bytes");
+    expect_error("chat_prefix on;\nlisten 7000;\n", 1, "not allowed outside a listen block");
+    expect_error("listen 7000 {\n shutdown_message;\n}\n", 2,
+                 "\"shutdown_message\" needs a value: shutdown_message TEXT;");
+}
+
+/* 512 bytes is the most; 513 is refused, not cut. */
+Test(conf, shutdown_message_is_at_most_512_bytes)
+{
+    static char text[1024];
+    char word[514];
+
+    memset(word, 'x', 512);
+    word[512] = '\0';
+    snprintf(text, sizeof(text), "listen 7000 { shutdown_message %s; }\n", word);
+    cr_assert_eq(load(text), 0, "%s", err);
+    cr_expect_eq(conf.listen[0].shutdown_message_len, 512);
+    word[512] = 'x';
+    word[513] = '\0';
+    snprintf(text, sizeof(text), "listen 7000 {\n shutdown_message %s; }\n", word);
+    expect_error(text, 2, "invalid value \"xxxxxxxx");   /* err holds 512 bytes */
 }
 
 Test(conf, http_body_and_framing_http)
@@ -512,7 +568,9 @@ Test(conf, dump_loads_back_to_the_same_values)
                       "  lingering_timeout 2s;\n  lingering_max 1m;\n  backlog 16;\n"
                       "  reuseport on;\n  tcp_nodelay off;\n  allow 2001:db8::/32;\n"
                       "  deny 10.0.0.0/8;\n  allow all;\n  max_connections_per_ip 7;\n"
-                      "  accept_rate_per_ip 90/m;\n  http_body \"hi \\\"there\\\"\\n\";\n}\n"
+                      "  accept_rate_per_ip 90/m;\n  http_body \"hi \\\"there\\\"\\n\";\n"
+                      "  chat_prefix on;\n  join_notice on;\n"
+                      "  shutdown_message \"bye \\\"now\\\"\\tall\";\n}\n"
                       "listen 127.0.0.1:7002;\n"), 0, "%s", err);
     first = conf;
     mem = open_memstream(&text, &len);
