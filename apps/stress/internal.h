@@ -38,7 +38,8 @@ struct conn {
     uint64_t out_limit;      /* flood: stream bytes it may send (-n); UINT64_MAX */
     uint64_t wait_since;     /* connect start, or last progress with replies due */
     uint64_t cycle_start;    /* storm: connect start */
-    uint64_t retry_at;       /* storm: when the slot may connect again */
+    uint64_t retry_at;       /* storm, --reconnect: when the slot may connect again */
+    uint32_t backoff_ms;     /* --reconnect: the next retry's delay */
     char *ring;              /* depth * size bytes in flight (echo, storm); flood:
                                 the thread's stream */
     uint64_t *stamps;        /* depth send (or intended) times */

@@ -238,9 +238,10 @@ static void judge(struct summary *m)
     else if (o->mode == TP_STRESS_ECHO && n->msgs == 0)
         snprintf(why, len, "no reply came back (%llu messages sent)",
                  (unsigned long long)n->sent_msgs);
-    else if (o->mode == TP_STRESS_ECHO && unanswered > m->r->in_flight_at_end)
+    else if (o->mode == TP_STRESS_ECHO &&
+             unanswered > m->r->in_flight_at_end + n->lost_at_close)
         snprintf(why, len, "%llu messages sent were never answered",
-                 (unsigned long long)(unanswered - m->r->in_flight_at_end));
+                 (unsigned long long)(unanswered - m->r->in_flight_at_end - n->lost_at_close));
     else if (o->mode == TP_STRESS_HOLD && (n->opened < o->conns || m->r->open_at_end < o->conns))
         snprintf(why, len, "%llu of %u connections opened, %llu still open at the end",
                  (unsigned long long)n->opened, o->conns,
@@ -359,6 +360,11 @@ static void print_report(const struct summary *m)
     printf("connections  %llu requested, %llu opened, %llu open at end\n",
            (unsigned long long)r->requested,
            (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
+    if (o->reconnect)
+        printf("reconnect    %llu replacements started, %llu closed by the server at a "
+               "message boundary, %llu messages lost at a close\n",
+               (unsigned long long)r->n.reconnects, (unsigned long long)r->n.closed_by_server,
+               (unsigned long long)r->n.lost_at_close);
     printf("duration     %.3f s\n", m->secs);
     switch (o->mode) {
     case TP_STRESS_ECHO:
@@ -475,9 +481,11 @@ static int write_json(const struct summary *m, const char *path)
     put_json_string(f, o->target.text);
     fprintf(f, ",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
             o->threads, o->size, o->depth, o->rate);
-    fprintf(f, " \"connections\":{\"requested\":%llu,\"opened\":%llu,\"open_at_end\":%llu},\n",
+    fprintf(f, " \"connections\":{\"requested\":%llu,\"opened\":%llu,\"open_at_end\":%llu,"
+            "\"reconnects\":%llu,\"closed_by_server\":%llu,\"lost_at_close\":%llu},\n",
             (unsigned long long)r->requested, (unsigned long long)r->n.opened,
-            (unsigned long long)r->open_at_end);
+            (unsigned long long)r->open_at_end, (unsigned long long)r->n.reconnects,
+            (unsigned long long)r->n.closed_by_server, (unsigned long long)r->n.lost_at_close);
     fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
             "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,\"sent_bytes\":%llu,"
             "\"in_flight_at_end\":%llu,\n",

@@ -24,7 +24,7 @@
 
 enum {
     OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION,
-    OPT_WINDOW, OPT_PROBE, OPT_SENDERS, OPT_PROTO, OPT_CHANNEL, OPT_FOREIGN,
+    OPT_WINDOW, OPT_PROBE, OPT_SENDERS, OPT_PROTO, OPT_CHANNEL, OPT_FOREIGN, OPT_RECONNECT,
 };
 
 static const struct option long_opts[] = {
@@ -50,6 +50,7 @@ static const struct option long_opts[] = {
     { "proto",       required_argument, NULL, OPT_PROTO },
     { "channel",     required_argument, NULL, OPT_CHANNEL },
     { "foreign",     required_argument, NULL, OPT_FOREIGN },
+    { "reconnect",   no_argument,       NULL, OPT_RECONNECT },
     { NULL, 0, NULL, 0 },
 };
 
@@ -102,6 +103,12 @@ const char *tp_stress_args_usage(void)
 "  --src A-B       bind connections round-robin to the IPv4 addresses A..B\n"
 "  --verify on|off compare every reply byte with what was sent (default on)\n"
 "  --timeout TIME  a reply or connect slower than this is an error (default 10s)\n"
+"  --reconnect     echo, hold: a connection that ends (closed by the server,\n"
+"                  reset, timed out, refused) is replaced by a new one at once,\n"
+"                  then with back-off 10 ms..1 s while it keeps failing; errors\n"
+"                  are still counted, but a close by the server at a message\n"
+"                  boundary is not an error: it is counted as closed_by_server,\n"
+"                  with the messages it left unanswered (lost_at_close)\n"
 "  --json FILE     also write the results to FILE as JSON\n"
 "  -q              no progress line\n"
 "  -h, --help      print this help;  --version  print the version\n"
@@ -109,6 +116,7 @@ const char *tp_stress_args_usage(void)
 "is seconds; at most 2^32 - 1 ms (49.7 days)\n"
 "ok needs a connection opened, every error count of the report at 0, and\n"
 "  echo: a reply, and an answer to every message sent but those in flight at the end\n"
+"  (and, with --reconnect, those lost at a server's close)\n"
 "  hold: every requested connection opened and still open at the end\n"
 "  storm: a cycle completed;  slow: a whole message sent\n"
 "  flood: echoed bytes came back (mismatches are errors)\n"
@@ -317,6 +325,9 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         o->skip_foreign = strcmp(arg, "skip") == 0;
         o->has_chat_opts = true;
         return 0;
+    case OPT_RECONNECT:
+        o->reconnect = true;
+        return 0;
     case OPT_JSON:
         if (arg[0] == '\0')
             BAD("--json: expected a file name");
@@ -362,6 +373,8 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
             "flight with -p)");
     if (o->rate > 0 && o->mode == TP_STRESS_FLOOD)
         BAD("-r: not with --mode flood, which sends as fast as the socket takes");
+    if (o->reconnect && o->mode != TP_STRESS_ECHO && o->mode != TP_STRESS_HOLD)
+        BAD("--reconnect: only with --mode echo or hold (storm always connects anew)");
     if (o->has_chat_opts && o->mode != TP_STRESS_CHAT)
         BAD("--senders, --proto, --channel, --foreign: only with --mode chat");
     if (o->mode == TP_STRESS_CHAT && check_chat(o, err, errlen) < 0)
@@ -371,8 +384,7 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
     return 0;
 }
 
-int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
-                         char *err, size_t errlen)
+static int parse(struct tp_stress_opts *o, int argc, char **argv, char *err, size_t errlen)
 {
     int ch;
 
@@ -402,4 +414,22 @@ int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
     if (tp_stress_target_parse(&o->target, argv[optind], err, errlen) < 0)
         return -EINVAL;
     return check_all(o, err, errlen);
+}
+
+/* The error is one line whatever the arguments held: control bytes in a
+ * quoted argument become '?'. */
+static int one_line(int rc, char *err)
+{
+    for (; *err != '\0'; err++)
+        if ((unsigned char)*err < 0x20 || *err == 0x7f)
+            *err = '?';
+    return rc;
+}
+
+int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
+                         char *err, size_t errlen)
+{
+    int rc = parse(o, argc, argv, err, errlen);
+
+    return rc < 0 ? one_line(rc, err) : rc;
 }

@@ -48,6 +48,7 @@ struct tp_stress_opts {
     bool quiet;               /* -q */
     bool has_src;             /* --src given */
     bool has_window;          /* --window given */
+    bool reconnect;           /* --reconnect: replace a connection that ends */
     uint32_t senders;         /* --senders, chat: members (line) or publishers
                                  (resp) that send */
     enum tp_stress_proto proto;  /* --proto, chat */

@@ -37,6 +37,8 @@
 #define FLOOD_SENDS 4                /* sends per connection per writable event */
 #define PUBLISH_NS (250 * MS)        /* progress counters */
 #define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
+#define RECONNECT_FIRST_MS 10u       /* --reconnect: back-off after a failed retry */
+#define RECONNECT_MAX_MS 1000u
 
 static void echo_pump(struct worker *w, struct conn *c, uint64_t now);
 
@@ -170,8 +172,9 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t now)
         tp_stress__conn_fail(w, c, -err, now);
 }
 
-/* The one close path. kind: the error to count, or -1. Storm slots go back
- * to the retry list (after delay_ns); other connections are given up. */
+/* The one close path. kind: the error to count, or -1. Storm slots, and
+ * with --reconnect every connection, go back to the retry list (after
+ * delay_ns at least); other connections are given up. */
 static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_t now,
                              uint64_t delay_ns)
 {
@@ -188,6 +191,8 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         w->open--;
     else if (c->state == C_CONNECTING)
         w->pending--;
+    if (w->o->reconnect && !w->stopping)
+        w->n.lost_at_close += in_flight(c);
     if (w->o->mode == TP_STRESS_ECHO && w->quota != UINT64_MAX && in_flight(c) > 0) {
         /* Messages lost with c go back to the thread's -n budget. */
         w->issued -= in_flight(c);
@@ -202,6 +207,15 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         if (c->seq_done == 0 && w->issued > 0)
             w->issued--;            /* the cycle failed: someone redoes it */
         retry_push(w, c, now + delay_ns);
+        return;
+    }
+    if (w->o->reconnect && !w->stopping) {
+        /* At once the first time; then 10 ms, doubling up to 1 s, until a
+         * reply (hold: a connect) shows the target serves again. */
+        retry_push(w, c, now + (delay_ns > c->backoff_ms * MS ? delay_ns : c->backoff_ms * MS));
+        c->backoff_ms = c->backoff_ms == 0 ? RECONNECT_FIRST_MS
+                      : c->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                      : c->backoff_ms * 2;
         return;
     }
     c->state = C_DONE;
@@ -391,7 +405,10 @@ int tp_stress__read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *
     }
     if (r < 0 && errno == EAGAIN)
         return 0;
-    if (r == 0)
+    if (r == 0 && w->o->reconnect && c->in_off % w->unit == 0) {
+        w->n.closed_by_server++;        /* a graceful close: no reply cut */
+        tp_stress__conn_close(w, c, -1, *now);
+    } else if (r == 0)
         tp_stress__conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, *now);
     else
         tp_stress__conn_fail(w, c, errno, *now);
@@ -415,6 +432,8 @@ static void echo_readable(struct worker *w, struct conn *c)
         tp_stress_hist_record(w->rec, now - t);
     }
     w->n.msgs += c->seq_done - before;
+    if (c->seq_done > before)
+        c->backoff_ms = 0;              /* it serves: the next loss retries at once */
     c->wait_since = now;
     echo_pump(w, c, now);
 }
@@ -565,6 +584,7 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
             echo_pump(w, c, now);
         break;
     case TP_STRESS_HOLD:
+        c->backoff_ms = 0;
         if ((err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP)) < 0)
             tp_stress__conn_fail(w, c, -err, now);
         break;
@@ -678,7 +698,7 @@ static void open_turn(struct worker *w, uint64_t now)
     }
 }
 
-/* Storm: reconnects the slots whose retry time has come. */
+/* Storm, --reconnect: reconnects the slots whose retry time has come. */
 static void retry_turn(struct worker *w, uint64_t now, uint64_t *wake)
 {
     uint32_t n = w->retry_len, slot;
@@ -693,6 +713,11 @@ static void retry_turn(struct worker *w, uint64_t now, uint64_t *wake)
             retry_push(w, c, c->retry_at);
             if (c->retry_at < *wake)
                 *wake = c->retry_at;
+            continue;
+        }
+        if (w->o->mode != TP_STRESS_STORM) {
+            w->n.reconnects++;          /* --reconnect */
+            conn_start(w, c, now);
             continue;
         }
         if (w->issued >= w->quota)
@@ -896,7 +921,8 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
         if (w->rings == NULL || w->stamps == NULL)
             return -ENOMEM;
     }
-    if (o->mode == TP_STRESS_STORM && (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
+    if ((o->mode == TP_STRESS_STORM || o->reconnect) &&
+        (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
         return -ENOMEM;
     if (o->mode == TP_STRESS_SLOW || o->mode == TP_STRESS_FLOOD) {
         k = o->size < STREAM_BLOCK ? STREAM_BLOCK / o->size : 1;
@@ -1060,6 +1086,9 @@ static void add_counts(struct tp_stress_counts *dst, const struct tp_stress_coun
     dst->sent_msgs += src->sent_msgs;
     dst->sent_bytes += src->sent_bytes;
     dst->opened += src->opened;
+    dst->reconnects += src->reconnects;
+    dst->closed_by_server += src->closed_by_server;
+    dst->lost_at_close += src->lost_at_close;
     for (k = 0; k < TP_STRESS_ERR_KINDS; k++)
         dst->err[k] += src->err[k];
 }

@@ -50,6 +50,10 @@ struct tp_stress_counts {
     uint64_t sent_msgs;     /* whole messages written (chat: lines) */
     uint64_t sent_bytes;
     uint64_t opened;        /* connects that succeeded */
+    uint64_t reconnects;    /* --reconnect: replacements started */
+    uint64_t closed_by_server;  /* --reconnect: closes at a message boundary */
+    uint64_t lost_at_close; /* --reconnect: messages in flight on a connection
+                               that ended, never answered */
     uint64_t err[TP_STRESS_ERR_KINDS];
 };
 
