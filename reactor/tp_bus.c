@@ -48,6 +48,7 @@ struct tp_bus {
     struct tp_bus_opts o;
     char host[48];
     char channel[TP_CONF_CHANNEL_MAX + 1];
+    char name[72];
     char id[ID_LEN + 1];
     struct link pub, sub;
     uint64_t unsent;                 /* bytes published, not yet answered */
@@ -77,8 +78,8 @@ static void say(struct tp_bus *b, enum tp_log_level level, const char *fmt, ...)
 
     if (b->o.log == NULL)
         return;
-    n = snprintf(msg, sizeof(msg), "chat_redis %s:%u channel %s: ", b->host, b->o.port,
-                 b->channel);
+    n = snprintf(msg, sizeof(msg), "%s: chat_redis %s:%u channel %s: ", b->name, b->host,
+                 b->o.port, b->channel);
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
     va_end(ap);
@@ -444,6 +445,7 @@ tp_bus_t *tp_bus_create(const struct tp_bus_opts *o, int64_t now_ms)
     b->o = *o;
     snprintf(b->host, sizeof(b->host), "%s", o->host);
     snprintf(b->channel, sizeof(b->channel), "%s", o->channel);
+    snprintf(b->name, sizeof(b->name), "%s", o->name != NULL ? o->name : "?");
     b->o.host = b->host;
     b->o.channel = b->channel;
     if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))

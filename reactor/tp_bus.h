@@ -35,6 +35,7 @@ struct tp_bus_opts {
     const char *host;       /* numeric IPv4 or IPv6 address */
     uint16_t port;
     const char *channel;
+    const char *name;       /* the listener's, for the log */
     int epfd;               /* the reactor's epoll: the bus adds its fds there */
     uint8_t source;         /* the first byte of what the bus's epoll events
                                point at, for the reactor's dispatch */

@@ -105,7 +105,8 @@ static int open_bus(struct tp_server *s, size_t i, char *err, size_t errlen)
     const struct tp_listen_conf *lc = &s->conf->listen[i];
     struct tp_bus_opts o = {
         .host = lc->chat_redis_host, .port = lc->chat_redis_port,
-        .channel = lc->chat_channel, .epfd = s->cs.epfd, .source = TP_SRC_BUS,
+        .channel = lc->chat_channel, .name = s->cs.listeners[i].name,
+        .epfd = s->cs.epfd, .source = TP_SRC_BUS,
         /* As much as one slow member may hold: Redis is one more member. */
         .max_unsent = lc->send_buffer_max,
         .deliver = bus_deliver, .log = bus_log, .arg = s, .tag = (unsigned)i,
