@@ -42,6 +42,7 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     l->backlog = 4096;
     l->reuseport = false;
     l->tcp_nodelay = true;
+    strcpy(l->chat_channel, "tidepool");
 }
 
 static void init_globals(struct tp_conf *conf)
@@ -649,6 +650,53 @@ static int set_shutdown_message(struct parser *p, const struct stmt *st,
     return 0;
 }
 
+/* "off" or a numeric ADDR:PORT (no name: resolving would block the reactor
+ * at each reconnect; no wildcard: it is where to connect). */
+static int set_chat_redis(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    static struct tp_listen_conf tmp;   /* large; the parser is single-threaded */
+    const void *ip;
+    int port;
+
+    l->chat_redis_line = st->line;
+    if (strcmp(st->args[0], "off") == 0) {
+        l->chat_redis_host[0] = '\0';
+        l->chat_redis_port = 0;
+        return 0;
+    }
+    if (tp_conf_parse_addr(st->args[0], &tmp) < 0 || strchr(st->args[0], ':') == NULL ||
+        st->args[0][0] == '*')
+        return bad_value(p, st, 0, "\"off\" or the Redis server as IP:PORT or [IPv6]:PORT");
+    if (tmp.addr.ss_family == AF_INET) {
+        ip = &((struct sockaddr_in *)&tmp.addr)->sin_addr;
+        port = ntohs(((struct sockaddr_in *)&tmp.addr)->sin_port);
+    } else {
+        ip = &((struct sockaddr_in6 *)&tmp.addr)->sin6_addr;
+        port = ntohs(((struct sockaddr_in6 *)&tmp.addr)->sin6_port);
+    }
+    if (port == 0)
+        return bad_value(p, st, 0, "a port 1..65535");
+    inet_ntop(tmp.addr.ss_family, ip, l->chat_redis_host, sizeof(l->chat_redis_host));
+    l->chat_redis_port = (uint16_t)port;
+    return 0;
+}
+
+/* A Redis channel name: printable, no space (it goes in a RESP bulk string,
+ * so any byte would do; these keep logs and -T readable). */
+static int set_chat_channel(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    size_t n = strlen(st->args[0]);
+    const char *s;
+
+    for (s = st->args[0]; *s != '\0'; s++)
+        if (*s <= ' ' || *s == 0x7f)
+            break;
+    if (n == 0 || n > TP_CONF_CHANNEL_MAX || *s != '\0')
+        return bad_value(p, st, 0, "a channel name of 1..128 printable bytes, no space");
+    memcpy(l->chat_channel, st->args[0], n + 1);
+    return 0;
+}
+
 static int set_idle_timeout(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     return get_time(p, st, &l->idle_timeout_ms);
@@ -819,6 +867,8 @@ static const struct directive directives[] = {
     { "join_notice", CTX_LISTEN, 1, 1, set_join_notice, "join_notice on|off;", 15 },
     { "shutdown_message", CTX_LISTEN, 1, 1, set_shutdown_message,
       "shutdown_message TEXT;", 16 },
+    { "chat_redis", CTX_LISTEN, 1, 1, set_chat_redis, "chat_redis off|ADDR:PORT;", 19 },
+    { "chat_channel", CTX_LISTEN, 1, 1, set_chat_channel, "chat_channel NAME;", 20 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -1251,6 +1301,15 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
         fprintf(out, ";\n    chat_prefix %s;\n    join_notice %s;\n    shutdown_message ",
                 l->chat_prefix ? "on" : "off", l->join_notice ? "on" : "off");
         put_quoted(out, l->shutdown_message);
+        fputs(";\n", out);
+        if (l->chat_redis_host[0] == '\0')
+            fputs("    chat_redis off;\n", out);
+        else if (strchr(l->chat_redis_host, ':') != NULL)
+            fprintf(out, "    chat_redis [%s]:%u;\n", l->chat_redis_host, l->chat_redis_port);
+        else
+            fprintf(out, "    chat_redis %s:%u;\n", l->chat_redis_host, l->chat_redis_port);
+        fputs("    chat_channel ", out);
+        put_quoted(out, l->chat_channel);
         fputs(";\n", out);
         fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
                 l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");

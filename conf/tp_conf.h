@@ -16,6 +16,7 @@
 #define TP_CONF_NAME_MAX 32
 #define TP_CONF_PATH_MAX 256
 #define TP_CONF_HTTP_BODY_MAX 4096
+#define TP_CONF_CHANNEL_MAX 128
 #define TP_CONF_SHUTDOWN_MESSAGE_MAX 512
 
 enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW, TP_FRAMING_HTTP };
@@ -67,6 +68,12 @@ struct tp_listen_conf {
                                          to each client at a graceful stop after
                                          its last reply; "" = none (default) */
     uint32_t shutdown_message_len;
+    char chat_redis_host[48];         /* app chat: the Redis server that links this
+                                         room with other instances' (pub/sub), as
+                                         a numeric address; "" = off (default) */
+    uint16_t chat_redis_port;
+    int chat_redis_line;              /* line of `chat_redis`; 0 if not given */
+    char chat_channel[TP_CONF_CHANNEL_MAX + 1];  /* its channel; default "tidepool" */
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
 };

@@ -50,6 +50,8 @@ enum {
     TP_MSG_F_CLOSE = 1 << 1,  /* DONE: close the connection after its replies */
     TP_MSG_F_EOF   = 1 << 2,  /* DATA: last batch; trailing bytes are a message */
     TP_MSG_F_SELF  = 1 << 3,  /* BROADCAST: the sender gets it too */
+    TP_MSG_F_REMOTE = 1 << 4, /* BROADCAST: from another instance (chat_redis):
+                                 not published again */
 };
 
 struct tp_msg {

@@ -989,6 +989,8 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
     struct tp_conn *c;
     struct tp_msg *ref;
 
+    if (l->bus != NULL && !(m->flags & TP_MSG_F_REMOTE) && m->len > 0)
+        tp_bus_publish(l->bus, m->data, m->len);   /* the other instances' members */
     m->refs = 1;   /* ours, until the loop is done */
     cds_list_for_each_entry(c, &l->conns, link) {
         if (m->len == 0)
@@ -1010,6 +1012,28 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
     }
     if (--m->refs == 0)
         tp_msg_cache_put(&cs->cache, m);
+}
+
+void tp_conn__broadcast_remote(struct tp_conns *cs, uint16_t listener, const char *data,
+                               size_t len)
+{
+    bool nl = len > 0 && data[len - 1] == '\n';
+    struct tp_msg *m = tp_msg_cache_get(&cs->cache, len + !nl);
+
+    if (m == NULL) {
+        tp_conns__log(cs, TP_LOG_ERROR, "out of memory: a line from another instance "
+                      "was not delivered");
+        return;
+    }
+    memcpy(m->data, data, len);
+    if (!nl)
+        m->data[len] = '\n';       /* a foreign publisher's line, framed */
+    m->len = (uint32_t)(len + !nl);
+    m->kind = TP_MSG_BROADCAST;
+    m->flags = TP_MSG_F_SELF | TP_MSG_F_REMOTE;
+    m->listener = listener;
+    m->h.slot = UINT32_MAX;        /* no sender here: every member gets it */
+    broadcast(cs, m);
 }
 
 void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m)

@@ -47,6 +47,7 @@
 #include <urcu/list.h>
 
 #include "tp_acl.h"
+#include "tp_bus.h"
 #include "tp_call.h"
 #include "tp_conf.h"
 #include "tp_msg.h"
@@ -56,7 +57,7 @@
 
 /* What an epoll event points at: each such struct starts with this. */
 enum tp_source { TP_SRC_CONN, TP_SRC_LISTENER, TP_SRC_POOL, TP_SRC_SIGNAL,
-                 TP_SRC_STOP };
+                 TP_SRC_STOP, TP_SRC_BUS };
 
 enum tp_close_reason { TP_CLOSE_PEER, TP_CLOSE_ERROR, TP_CLOSE_OVERSIZE,
                        TP_CLOSE_IDLE, TP_CLOSE_READ_TIMEOUT, TP_CLOSE_APP,
@@ -76,6 +77,7 @@ struct tp_listener {
     struct tp_call_env env;
     char name[72];                /* conf address with the bound port, for logs */
     uint32_t idle_slack_ms;       /* idle list order may lag activity this much */
+    struct tp_bus *bus;           /* chat_redis: the room's Redis link, or NULL */
     struct cds_list_head conns;   /* READING and FINISHING connections */
     uint32_t members;             /* of them, those not refused: what the app
                                      hears as tp_call_members() */
@@ -137,6 +139,11 @@ void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c);
 
 /* Writes c's output: it was on the dirty list. */
 void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c);
+
+/* Bytes published by another instance on listener's chat_redis channel:
+ * to every member, as one shared broadcast (not published again). */
+void tp_conn__broadcast_remote(struct tp_conns *cs, uint16_t listener, const char *data,
+                               size_t len);
 
 /* A message back from the pool: a batch done, or a send or broadcast. */
 void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m);

@@ -83,6 +83,66 @@ static int watch(struct tp_server *s, int fd, void *ptr)
     return epoll_ctl(s->cs.epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* ---- chat_redis ---- */
+
+static void bus_deliver(void *arg, unsigned tag, const char *data, size_t len)
+{
+    struct tp_server *s = arg;
+
+    tp_conn__broadcast_remote(&s->cs, (uint16_t)tag, data, len);
+}
+
+static void bus_log(void *arg, enum tp_log_level level, const char *msg)
+{
+    struct tp_server *s = arg;
+
+    log_(s, level, "%s", msg);
+}
+
+/* Links listener i's room to Redis if its conf says so. */
+static int open_bus(struct tp_server *s, size_t i, char *err, size_t errlen)
+{
+    const struct tp_listen_conf *lc = &s->conf->listen[i];
+    struct tp_bus_opts o = {
+        .host = lc->chat_redis_host, .port = lc->chat_redis_port,
+        .channel = lc->chat_channel, .name = s->cs.listeners[i].name,
+        .epfd = s->cs.epfd, .source = TP_SRC_BUS,
+        /* As much as one slow member may hold: Redis is one more member. */
+        .max_unsent = lc->send_buffer_max,
+        .deliver = bus_deliver, .log = bus_log, .arg = s, .tag = (unsigned)i,
+    };
+
+    if (lc->chat_redis_host[0] == '\0')
+        return 0;
+    s->cs.listeners[i].bus = tp_bus_create(&o, s->cs.now_ms);
+    if (s->cs.listeners[i].bus == NULL) {
+        snprintf(err, errlen, "%s:%d: chat_redis: %s", lc->file, lc->chat_redis_line,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The rooms' Redis figures, summed into the stats. */
+static void bus_stats(struct tp_server *s)
+{
+    uint64_t pub = 0, del = 0, drop = 0;
+    struct tp_bus_stats st;
+    size_t i;
+
+    for (i = 0; i < s->nlisten; i++) {
+        if (s->cs.listeners[i].bus == NULL)
+            continue;
+        tp_bus_stats(s->cs.listeners[i].bus, &st);
+        pub += st.published;
+        del += st.delivered;
+        drop += st.dropped;
+    }
+    __atomic_store_n(&s->cs.stats.redis_published, pub, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->cs.stats.redis_delivered, del, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->cs.stats.redis_dropped, drop, __ATOMIC_RELAXED);
+}
+
 /* ---- set-up ---- */
 
 static void work(void *arg, struct tp_msg *msg, struct tp_msg_list *out)
@@ -214,7 +274,8 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
     for (i = 0; i < conf->nlisten; i++)
         s->cs.listeners[i].fd = -1;
     for (s->nlisten = 0; s->nlisten < conf->nlisten; s->nlisten++)
-        if (open_listener(s, s->nlisten, err, errlen) < 0) {
+        if (open_listener(s, s->nlisten, err, errlen) < 0 ||
+            open_bus(s, s->nlisten, err, errlen) < 0) {
             s->nlisten++;
             goto out_destroy;
         }
@@ -391,6 +452,8 @@ static int wait_ms(struct tp_server *s)
         if (l->ready && l->fd >= 0)
             next = earliest(next, l->paused_until_ms);
         next = earliest(next, tp_conn__next_timer(&s->cs, l));
+        if (l->bus != NULL)
+            next = earliest(next, tp_bus_next_ms(l->bus));
     }
     next = earliest(next, tp_conn__next_linger_check(&s->cs));
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0)
@@ -466,6 +529,7 @@ static void log_stats(struct tp_server *s)
 {
     const struct tp_stats *st = &s->cs.stats;
 
+    bus_stats(s);
     log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
          "deny %llu per_ip %llu rate %llu, "
          "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
@@ -485,6 +549,10 @@ static void log_stats(struct tp_server *s)
          (unsigned long long)st->closed_slow,
          (unsigned long long)st->lingering, (unsigned long long)st->lingered,
          (unsigned long long)st->linger_cut);
+    if (st->redis_published + st->redis_delivered + st->redis_dropped > 0)
+        log_(s, TP_LOG_INFO, "stats: chat_redis: published %llu, from other instances %llu, "
+             "dropped %llu", (unsigned long long)st->redis_published,
+             (unsigned long long)st->redis_delivered, (unsigned long long)st->redis_dropped);
 }
 
 static void on_signals(struct tp_server *s)
@@ -548,6 +616,9 @@ static void on_event(struct tp_server *s, const struct epoll_event *ev, bool *po
     case TP_SRC_STOP:
         on_stop_request(s);
         break;
+    case TP_SRC_BUS:
+        tp_bus_event(ev->data.ptr, ev->events);
+        break;
     }
 }
 
@@ -561,8 +632,11 @@ static void turn(struct tp_server *s, bool pool_ready)
     run_list(s, TP_LIST_PENDING);
     if (!tp_pool_is_full(s->cs.pool))
         run_list(s, TP_LIST_WAITING);
-    for (i = 0; i < s->nlisten; i++)
+    for (i = 0; i < s->nlisten; i++) {
         tp_conn__expire(&s->cs, &s->cs.listeners[i]);
+        if (s->cs.listeners[i].bus != NULL)
+            tp_bus_tick(s->cs.listeners[i].bus, s->cs.now_ms);
+    }
     tp_conn__check_lingering(&s->cs);
     if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0 &&
         s->cs.now_ms >= s->stop_deadline_ms) {
@@ -604,6 +678,7 @@ int tp_server_run(tp_server_t *s)
         turn(s, pool_ready);
         if (s->opts.tick_ms > 0 && s->cs.now_ms >= s->next_tick_ms) {
             s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
+            bus_stats(s);
             tell(s, TP_SERVER_TICK);
         }
     }
@@ -644,6 +719,7 @@ void tp_server_destroy(tp_server_t *s)
         if (s->cs.listeners[i].app_started && s->cs.listeners[i].env.app->fini != NULL)
             s->cs.listeners[i].env.app->fini(s->cs.listeners[i].env.state);
         tp_ip_table_destroy(s->cs.listeners[i].ips);
+        tp_bus_destroy(s->cs.listeners[i].bus);
     }
     if (s->stop_src.fd >= 0)
         close(s->stop_src.fd);

@@ -70,6 +70,10 @@ struct tp_stats {
     uint64_t lingered;                   /* lingering closes begun */
     uint64_t linger_cut;                 /* ... cut short by lingering_timeout
                                             (replies may be lost) */
+    uint64_t redis_published;            /* chat_redis: runs Redis took */
+    uint64_t redis_delivered;            /* ... runs from other instances */
+    uint64_t redis_dropped;              /* ... runs not published (Redis down
+                                            or behind): local members only */
 };
 
 /* Binds every listener of conf and starts the workers (conf->workers, -1 =

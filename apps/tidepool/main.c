@@ -128,6 +128,11 @@ static int resolve_apps(struct tp_conf *conf, const struct tp_app **apps)
             fprintf(stderr, "tidepool: unknown app \"%s\"\n", l->app);
             return -1;
         }
+        if (l->chat_redis_host[0] != '\0' && strcmp(l->app, "chat") != 0) {
+            fprintf(stderr, "tidepool: %s:%d: chat_redis works with app chat only "
+                    "(this listener runs app %s)\n", l->file, l->chat_redis_line, l->app);
+            return -1;
+        }
         want = apps[i]->framings;
         if (want == 0 || (want & (1u << l->framing)))
             continue;

@@ -571,7 +571,8 @@ Test(conf, dump_loads_back_to_the_same_values)
                       "  accept_rate_per_ip 90/m;\n  http_body \"hi \\\"there\\\"\\n\";\n"
                       "  chat_prefix on;\n  join_notice on;\n"
                       "  shutdown_message \"bye \\\"now\\\"\\tall\";\n}\n"
-                      "listen 127.0.0.1:7002;\n"), 0, "%s", err);
+                      "listen 127.0.0.1:7002 { chat_redis 127.0.0.1:6379; chat_channel r-1; }\n"
+                      "listen 127.0.0.1:7003 { chat_redis [::1]:6380; }\n"), 0, "%s", err);
     first = conf;
     mem = open_memstream(&text, &len);
     cr_assert_not_null(mem);
@@ -595,9 +596,35 @@ Test(conf, dump_loads_back_to_the_same_values)
         memset(b.file, 0, sizeof(b.file));
         a.line = b.line = 0;
         a.framing_line = b.framing_line = 0;
+        a.chat_redis_line = b.chat_redis_line = 0;
         cr_expect(memcmp(&a, &b, sizeof(a)) == 0, "listen %zu differs after the dump:\n%s", i, text);
     }
     free(text);
+}
+
+Test(conf, chat_redis_and_chat_channel)
+{
+    cr_assert_eq(load("listen 127.0.0.1:7000 { chat_redis 10.1.2.3:6379; chat_channel lobby; }\n"
+                      "listen 127.0.0.1:7001 { chat_redis [::1]:6379; }\n"
+                      "listen 127.0.0.1:7002 { chat_redis off; }\n"
+                      "listen 127.0.0.1:7003;\n"), 0, "%s", err);
+    cr_expect_str_eq(conf.listen[0].chat_redis_host, "10.1.2.3");
+    cr_expect_eq(conf.listen[0].chat_redis_port, 6379);
+    cr_expect_str_eq(conf.listen[0].chat_channel, "lobby");
+    cr_expect_eq(conf.listen[0].chat_redis_line, 1);
+    cr_expect_str_eq(conf.listen[1].chat_redis_host, "::1");
+    cr_expect_str_eq(conf.listen[1].chat_channel, "tidepool");
+    cr_expect_str_eq(conf.listen[2].chat_redis_host, "");
+    cr_expect_str_eq(conf.listen[3].chat_redis_host, "");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis redis.local:6379;\n}\n", 2,
+                 "invalid value \"redis.local:6379\" for \"chat_redis\"");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis *:6379;\n}\n", 2, "IP:PORT");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis 6379;\n}\n", 2, "IP:PORT");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis 127.0.0.1:0;\n}\n", 2, "1..65535");
+    expect_error("listen 127.0.0.1:7000 {\n chat_channel \"a b\";\n}\n", 2, "no space");
+    expect_error("listen 127.0.0.1:7000 {\n chat_channel \"\";\n}\n", 2, "1..128");
+    expect_error("listen 127.0.0.1:7000 { chat_redis off;\n chat_redis off; }\n", 2,
+                 "is duplicate");
 }
 
 Test(conf, processes_and_the_ports_they_share)
