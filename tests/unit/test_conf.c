@@ -180,6 +180,8 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(a->http_body_len, b->http_body_len);
     cr_expect_str_eq(a->http_body, b->http_body);
     cr_expect_eq(a->chat_prefix, b->chat_prefix);
+    cr_expect_str_eq(a->chat_redis_host, b->chat_redis_host);
+    cr_expect_str_eq(a->chat_channel, b->chat_channel);
     cr_expect_eq(a->join_notice, b->join_notice);
     cr_expect_eq(a->shutdown_message_len, b->shutdown_message_len);
     cr_expect_str_eq(a->shutdown_message, b->shutdown_message);
