@@ -1,4 +1,8 @@
-/* tp_master.c - the master of `processes N` (see tp_master.h). */
+/* tp_master.c - the master of `processes N` (see tp_master.h).
+ *
+ * Conf generations: m->conf starts as the caller's; each good reload makes
+ * a heap conf (m->owned) that replaces it, the one before freed at once:
+ * a process forked later copies the newest. */
 #include "tp_master.h"
 
 #include <errno.h>
@@ -32,8 +36,10 @@ struct child {
 
 struct master {
     struct tp_conf *conf;
+    struct tp_conf *owned;        /* conf if a reload allocated it, else NULL */
     unsigned n;
     tp_serve_fn *serve;
+    tp_reload_conf_fn *read_conf;
     struct tp_notify *notify;
     tp_log_fn *log;
     struct child kids[MAX_PROCS];
@@ -191,6 +197,37 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
         say(m, TP_LOG_INFO, "master: process #%u restarts in %lld ms", i + 1, (long long)wait);
 }
 
+/* SIGHUP: check the conf here first, so a bad one is logged once and no
+ * process is bothered with it; then each process reloads itself. */
+static void reload(struct master *m)
+{
+    char err[512], status[640];
+    struct tp_conf *nc;
+
+    tp_notify_reloading(m->notify);
+    say(m, TP_LOG_INFO, "master: got SIGHUP: checking the conf");
+    nc = m->read_conf(m->conf, err, sizeof(err));
+    if (nc == NULL && err[0] == '\0') {
+        say(m, TP_LOG_WARN, "master: reload: started without -c, so there is no file to "
+            "read again; the built-in default serves on");
+        tp_notify_reloaded(m->notify, "reload: no conf file; built-in default kept");
+        return;
+    }
+    if (nc == NULL) {
+        say(m, TP_LOG_ERROR, "master: reload failed: %s; the processes serve on with the "
+            "old configuration", err);
+        snprintf(status, sizeof(status), "reload failed: %s", err);
+        tp_notify_reloaded(m->notify, status);
+        return;
+    }
+    free(m->owned);
+    m->conf = m->owned = nc;
+    forward(m, SIGHUP);
+    say(m, TP_LOG_INFO, "master: the conf is good; %u processes reload", running(m));
+    snprintf(status, sizeof(status), "serving with %u processes, reloaded", m->n);
+    tp_notify_reloaded(m->notify, status);
+}
+
 static void on_signals(struct master *m)
 {
     struct signalfd_siginfo si;
@@ -206,6 +243,9 @@ static void on_signals(struct master *m)
             begin_stop(m, (int)si.ssi_signo);
             break;
         case SIGHUP:
+            if (!m->stopping)
+                reload(m);
+            break;
         case SIGUSR1:
             forward(m, (int)si.ssi_signo);
             break;
@@ -242,7 +282,7 @@ static void on_ready(struct master *m, unsigned i)
 }
 
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  struct tp_notify *notify_state, tp_log_fn *log)
+                  tp_reload_conf_fn *read_conf, struct tp_notify *notify_state, tp_log_fn *log)
 {
     static struct master m;
     struct pollfd pfd[1 + MAX_PROCS];
@@ -252,7 +292,8 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
     unsigned i;
 
     m = (struct master){ .conf = conf, .n = nprocs < MAX_PROCS ? nprocs : MAX_PROCS,
-                         .serve = serve, .notify = notify_state, .log = log, .self = getpid() };
+                         .serve = serve, .read_conf = read_conf, .notify = notify_state,
+                         .log = log, .self = getpid() };
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -312,5 +353,7 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
     }
     close(m.sigfd);
     say(&m, TP_LOG_INFO, "master: every process has stopped");
+    m.conf = conf;
+    free(m.owned);
     return m.failed ? 1 : 0;
 }
