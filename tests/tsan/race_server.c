@@ -2,8 +2,11 @@
  *
  * Client threads pipeline lines and check every reply in order; some close
  * right after sending (their replies are at the workers); a chat-like app
- * broadcasts between connections; then a graceful stop while clients still
- * send. Exits 0 when every checked reply matched and the server stopped clean. */
+ * broadcasts between connections; meanwhile another thread reloads the conf
+ * 20 times (workers 4, 0, 2, ...; a listener's settings changed, so its
+ * socket moves to a new slot; a listener added and removed); then a graceful
+ * stop while clients still send. Exits 0 when every checked reply matched,
+ * every reload took and the server stopped clean. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -124,6 +127,41 @@ static void *client(void *arg)
     return NULL;
 }
 
+#define RELOADS 20
+
+/* Reloads srv while the clients run: odd rounds change listener 0's
+ * max_message (a new slot takes its socket), add 127.0.0.2:0 and change the
+ * worker count; even rounds go back. */
+static void *reloader(void *srv)
+{
+    static const int workers[] = { 0, 4, 2, 4, 1 };
+    static struct tp_conf conf;
+    const struct tp_app *apps[3] = { &tp_app_echo, &chat, &tp_app_echo };
+    char err[256];
+    int i;
+
+    for (i = 1; i <= RELOADS; i++) {
+        tp_conf_init(&conf);
+        conf.workers = workers[i % 5];
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
+        conf.nlisten = i % 2 == 1 ? 3 : 2;
+        tp_conf_listen_init(&conf.listen[1]);
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
+        if (i % 2 == 1) {
+            conf.listen[0].max_message = 32 * 1024;
+            tp_conf_listen_init(&conf.listen[2]);
+            tp_conf_parse_addr("127.0.0.2:0", &conf.listen[2]);
+        }
+        if (tp_server_reload(srv, &conf, apps, err, sizeof(err)) != 0 ||
+            tp_server_port(srv, 0) != port) {
+            fprintf(stderr, "race_server: reload %d: %s\n", i, err);
+            atomic_fetch_add(&failures, 1);
+        }
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
 static void *serve(void *srv)
 {
     if (tp_server_run(srv) != 0)
@@ -138,7 +176,7 @@ static int run(bool workers_only)
     const struct tp_app *apps[2] = { &tp_app_echo, &chat };
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1,
                                    .workers_only = workers_only };
-    pthread_t th[THREADS], chat_th[CHATTERS], loop;
+    pthread_t th[THREADS], chat_th[CHATTERS], loop, reload_th;
     struct tp_stats st;
     tp_server_t *srv;
     char err[256];
@@ -158,12 +196,19 @@ static int run(bool workers_only)
     pthread_create(&loop, NULL, serve, srv);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
+    /* Reloads need the loop running: wait until it has accepted. */
+    for (i = 0, tp_server_stats(srv, &st); i < 2000 && st.accepted == 0; i++) {
+        usleep(5000);
+        tp_server_stats(srv, &st);
+    }
+    pthread_create(&reload_th, NULL, reloader, srv);
     for (i = 0; i < CHATTERS; i++)
         pthread_create(&chat_th[i], NULL, chatter, (void *)i);
     for (i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
     for (i = 0; i < CHATTERS; i++)
         pthread_join(chat_th[i], NULL);
+    pthread_join(reload_th, NULL);
     /* Stop while a last client is mid-stream: what it sent before the stop
      * is answered in full, then EOF. */
     tp_server_stats(srv, &st);
