@@ -11,6 +11,7 @@
 #include <pwd.h>
 #include <stdarg.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,6 +389,31 @@ static void keep_restart_only(const struct tp_conf *cur, struct tp_conf *nc, boo
     memcpy(nc->error_log, cur->error_log, sizeof(nc->error_log));
 }
 
+/* Several processes share each port: a conf read with `processes 1` (a
+ * change a reload does not make) may still have port 0. */
+static int check_shared_ports(const struct tp_conf *cur, const struct tp_conf *nc, char *err,
+                              size_t errlen)
+{
+    size_t i;
+
+    if (tp_conf_processes(cur) <= 1)
+        return 0;
+    for (i = 0; i < nc->nlisten; i++) {
+        const struct tp_listen_conf *l = &nc->listen[i];
+        in_port_t port = l->addr.ss_family == AF_INET6
+                             ? ((const struct sockaddr_in6 *)(const void *)&l->addr)->sin6_port
+                             : ((const struct sockaddr_in *)(const void *)&l->addr)->sin_port;
+
+        if (port == 0) {
+            snprintf(err, errlen, "%s:%d: listen %s: port 0 cannot be shared by the %u "
+                     "processes that serve: name a port", l->file, l->line, l->addr_text,
+                     tp_conf_processes(cur));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* SIGHUP in a serving process: read the conf again and serve it, or keep
  * the old one whole. systemd hears RELOADING=1 first and READY=1 after,
  * whatever came of it. */
@@ -414,6 +440,13 @@ static void reload(struct events *e)
         return;
     }
     keep_restart_only(e->conf, nc, e->index == 0);   /* a master warns for all */
+    if (check_shared_ports(e->conf, nc, err, sizeof(err)) < 0) {
+        logf_(TP_LOG_ERROR, "reload failed: %s; the old configuration serves on", err);
+        snprintf(status, sizeof(status), "reload failed: %s", err);
+        tp_notify_reloaded(&e->notify, status);
+        free(nc);
+        return;
+    }
     if (e->index > 0)
         for (i = 0; i < nc->nlisten; i++)
             nc->listen[i].reuseport = true;
@@ -450,6 +483,10 @@ static struct tp_conf *master_read_conf(const struct tp_conf *cur, char *err, si
     if (nc == NULL)
         return NULL;
     keep_restart_only(cur, nc, true);
+    if (check_shared_ports(cur, nc, err, errlen) < 0) {
+        free(nc);
+        return NULL;
+    }
     fit_fd_limit(nc);
     return nc;
 }

@@ -494,6 +494,15 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
     cr_expect_eq(count(slurp("server.log"), "reload failed"), 1, "%s", slurp("server.log"));
     cr_expect_eq(count(slurp("server.log"), "got SIGHUP: reloading"), 0);
 
+    /* processes 1 is not taken, so port 0 cannot be either. */
+    put("t.conf", "processes 1;\nlisten 127.0.0.1:0;\n");
+    kill(srv, SIGHUP);
+    cr_assert(wait_log("server.log", "master: reload failed", 2, 5000), "%s", slurp("server.log"));
+    snprintf(want, sizeof(want), "master: reload failed: %s:2: listen 127.0.0.1:0: port 0 "
+             "cannot be shared by the 2 processes that serve: name a port", path_of("t.conf"));
+    cr_expect(strstr(slurp("server.log"), want) != NULL, "want %s in %s", want,
+              slurp("server.log"));
+
     /* A good one that also asks for 3 processes: that needs a restart
      * (warned once, by the master); the app change goes to both. */
     snprintf(conf, sizeof(conf), "processes 3;\nworkers 1;\nlisten 127.0.0.1:%u { app upper; }\n",
@@ -506,7 +515,8 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
              "serving on with 2", path_of("t.conf"));
     cr_expect(strstr(slurp("server.log"), want) != NULL, "want %s in %s", want,
               slurp("server.log"));
-    cr_expect_eq(count(slurp("server.log"), "needs a restart"), 1, "%s", slurp("server.log"));
+    cr_expect_eq(count(slurp("server.log"), "needs a restart"), 2, "processes 1, then 3, "
+                 "each warned once: %s", slurp("server.log"));
     for (int i = 0; i < 8; i++) {
         fd = dial("127.0.0.1", port);
         exchange(fd, "up\n", "UP\n");
