@@ -240,9 +240,9 @@ Test(reload, twenty_sighups_under_echo_and_storm_traffic_drop_nothing)
     const char *argv[] = { BIN, "-c", NULL, NULL };
     char target[32], echo_json[PATH_MAX], storm_json[PATH_MAX], done[32];
     const char *echo_argv[] = { STRESS, "--mode", "echo", "-c", "100", "-d", "8s",
-                                "--timeout", "5s", "-q", "--json", echo_json, target, NULL };
+                                "-q", "--json", echo_json, target, NULL };
     const char *storm_argv[] = { STRESS, "--mode", "storm", "-c", "8", "-d", "8s",
-                                 "--timeout", "5s", "-q", "--json", storm_json, target, NULL };
+                                 "-q", "--json", storm_json, target, NULL };
     pid_t srv, echo, storm;
     uint16_t port;
     char *json;
