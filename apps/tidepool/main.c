@@ -221,7 +221,8 @@ struct events {
     tp_server_t *srv;
     unsigned index;               /* serving process #index; 0: the only one */
     bool dropped_root;            /* `user` took effect: ports < 1024 are gone */
-    int ready_fd;             /* serving process of a master: told once ready */
+    int ready_fd;             /* serving process of a master: its report pipe,
+                                 'r' once ready, 'h' or 'f' after each reload */
 };
 
 static struct events events;
@@ -263,6 +264,7 @@ static int drop_root(const struct tp_conf *conf)
 
 
 static void reload(struct events *e);
+static bool reload_conf(struct events *e);
 
 /* What the loop reports: systemd hears of it; SIGUSR1 reopens the log;
  * SIGHUP reloads. */
@@ -286,8 +288,6 @@ static void on_server_event(void *arg, enum tp_server_event ev, const struct tp_
     if (ev == TP_SERVER_READY && e->ready_fd >= 0) {
         if (write(e->ready_fd, "r", 1) != 1)
             logf_(TP_LOG_WARN, "cannot tell the master this process serves: %s", strerror(errno));
-        close(e->ready_fd);
-        e->ready_fd = -1;
     }
     tp_notify_event(&e->notify, ev, st);
 }
@@ -417,7 +417,7 @@ static int check_shared_ports(const struct tp_conf *cur, const struct tp_conf *n
 /* SIGHUP in a serving process: read the conf again and serve it, or keep
  * the old one whole. systemd hears RELOADING=1 first and READY=1 after,
  * whatever came of it. */
-static void reload(struct events *e)
+static bool reload_conf(struct events *e)
 {
     const struct tp_app *apps[TP_CONF_MAX_LISTEN];
     char err[512], status[640];
@@ -432,12 +432,12 @@ static void reload(struct events *e)
             logf_(TP_LOG_WARN, "reload: started without -c, so there is no file to "
                   "read again; the built-in default serves on");
             tp_notify_reloaded(&e->notify, "reload: no conf file; built-in default kept");
-            return;
+            return true;
         }
         logf_(TP_LOG_ERROR, "reload failed: %s; the old configuration serves on", err);
         snprintf(status, sizeof(status), "reload failed: %s", err);
         tp_notify_reloaded(&e->notify, status);
-        return;
+        return false;
     }
     keep_restart_only(e->conf, nc, e->index == 0);   /* a master warns for all */
     if (check_shared_ports(e->conf, nc, err, sizeof(err)) < 0) {
@@ -445,7 +445,7 @@ static void reload(struct events *e)
         snprintf(status, sizeof(status), "reload failed: %s", err);
         tp_notify_reloaded(&e->notify, status);
         free(nc);
-        return;
+        return false;
     }
     if (e->index > 0)
         for (i = 0; i < nc->nlisten; i++)
@@ -462,7 +462,7 @@ static void reload(struct events *e)
         snprintf(status, sizeof(status), "reload failed: %s", err);
         tp_notify_reloaded(&e->notify, status);
         free(nc);
-        return;
+        return false;
     }
     free(e->owned);
     e->conf = e->owned = nc;
@@ -471,7 +471,19 @@ static void reload(struct events *e)
           nc->nlisten, tp_conf_workers(nc));
     snprintf(status, sizeof(status), "serving, reloaded %s", conf_path);
     tp_notify_reloaded(&e->notify, status);
+    return true;
 }
+
+/* The reload, then (under a master) its outcome on the report pipe: the
+ * master says READY=1 once every process has. */
+static void reload(struct events *e)
+{
+    bool took = reload_conf(e);
+
+    if (e->ready_fd >= 0 && write(e->ready_fd, took ? "h" : "f", 1) != 1)
+        logf_(TP_LOG_WARN, "cannot tell the master this reload is done: %s", strerror(errno));
+}
+
 
 /* The master's half of a reload (tp_reload_conf_fn): the new conf, checked
  * as -t would, with what needs a restart warned of and kept as it is. */

@@ -17,8 +17,9 @@
 #include "tp_conf.h"
 #include "tp_notify.h"
 
-/* Runs one serving process: index 1..N, ready_fd gets one byte once it
- * serves (then the function may close it). Returns the exit status. */
+/* Runs one serving process: index 1..N; ready_fd gets 'r' once it serves
+ * and 'h' or 'f' after each reload (see tp_master_run). Returns the exit
+ * status. */
 typedef int tp_serve_fn(struct tp_conf *conf, unsigned index, int ready_fd);
 
 /* SIGHUP: reads the conf file again and checks it as -t does, against cur
@@ -32,7 +33,9 @@ typedef struct tp_conf *tp_reload_conf_fn(const struct tp_conf *cur, char *err,
  * On SIGHUP the master checks the conf with read_conf first: a bad one is
  * logged once and not passed on; a good one becomes the conf of processes
  * started from then on, and each running process gets the SIGHUP and
- * reloads itself. Returns the exit status: 0 after a stop asked for by a
+ * reloads itself, then reports 'h' (took it) or 'f' (refused it) on the
+ * pipe it said 'r' (ready) on; READY=1 goes to systemd once every one has
+ * (or died, or 10 s passed). Returns the exit status: 0 after a stop asked for by a
  * signal. */
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
                   tp_reload_conf_fn *read_conf, struct tp_notify *notify, tp_log_fn *log);

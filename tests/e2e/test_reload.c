@@ -468,17 +468,20 @@ static pid_t child_pid(const char *log, unsigned k)
 Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf)
 {
     const char *argv[] = { BIN, "-c", NULL, NULL };
-    char conf[256], want[PATH_MAX + 64];
+    char conf[256], want[PATH_MAX + 64], path[PATH_MAX], msg[1024];
     uint16_t port = free_port();
+    int nfd = notify_socket(path, sizeof(path)), fd;
     pid_t srv;
-    int fd;
 
     snprintf(conf, sizeof(conf), "processes 2;\nworkers 1;\nlisten 127.0.0.1:%u;\n", port);
     put("t.conf", conf);
     argv[2] = path_of("t.conf");
+    setenv("NOTIFY_SOCKET", path, 1);      /* the master alone speaks to it */
     srv = spawn(argv, "server.log");
+    unsetenv("NOTIFY_SOCKET");
     cr_assert(wait_log("server.log", "master: all 2 processes serve", 1, 10000), "%s",
               slurp("server.log"));
+    cr_assert(wait_notify(nfd, "READY=1", msg, sizeof(msg)));
 
     /* A bad conf: logged once, by the master; no process reloads. */
     snprintf(conf, sizeof(conf), "processes 2;\nworkers 1;\nlisten 127.0.0.1:%u { app nope; }\n",
@@ -486,6 +489,9 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
     put("t.conf", conf);
     kill(srv, SIGHUP);
     cr_assert(wait_log("server.log", "master: reload failed", 1, 5000), "%s", slurp("server.log"));
+    cr_assert(wait_notify(nfd, "RELOADING=1", msg, sizeof(msg)));
+    cr_assert(wait_notify(nfd, "READY=1", msg, sizeof(msg)));
+    cr_expect(strstr(msg, "STATUS=reload failed: ") != NULL, "%s", msg);
     usleep(300 * 1000);
     snprintf(want, sizeof(want), "master: reload failed: %s:3: unknown app \"nope\"",
              path_of("t.conf"));
@@ -502,6 +508,8 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
              "cannot be shared by the 2 processes that serve: name a port", path_of("t.conf"));
     cr_expect(strstr(slurp("server.log"), want) != NULL, "want %s in %s", want,
               slurp("server.log"));
+    cr_assert(wait_notify(nfd, "RELOADING=1", msg, sizeof(msg)));
+    cr_assert(wait_notify(nfd, "READY=1", msg, sizeof(msg)));
 
     /* A good one that also asks for 3 processes: that needs a restart
      * (warned once, by the master); the app change goes to both. */
@@ -509,6 +517,13 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
              port);
     put("t.conf", conf);
     kill(srv, SIGHUP);
+    /* READY=1 comes once both processes have reloaded, not before. */
+    cr_assert(wait_notify(nfd, "RELOADING=1", msg, sizeof(msg)));
+    cr_assert(wait_notify(nfd, "READY=1", msg, sizeof(msg)), "%s", slurp("server.log"));
+    cr_expect(strstr(msg, "STATUS=serving with 2 processes, reloaded") != NULL, "%s", msg);
+    cr_expect(strstr(slurp("server.log"), "#1 reload: done") != NULL &&
+              strstr(slurp("server.log"), "#2 reload: done") != NULL,
+              "READY=1 before the processes reloaded: %s", slurp("server.log"));
     cr_assert(wait_log("server.log", "#1 reload: done", 1, 5000), "%s", slurp("server.log"));
     cr_assert(wait_log("server.log", "#2 reload: done", 1, 5000), "%s", slurp("server.log"));
     snprintf(want, sizeof(want), "%s:1: processes 3: a change of processes needs a restart; "
@@ -537,6 +552,7 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
     }
     kill(srv, SIGTERM);
     cr_expect_eq(reap(srv, 15000), 0, "%s", slurp("server.log"));
+    close(nfd);
 }
 
 /* ---- what cannot change ---- */
