@@ -24,10 +24,14 @@
 #define QUICK_DEATH_MS 1000       /* dying sooner after its start backs off */
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
+#define RELOAD_WAIT_MS 10000      /* READY=1 after a reload at the latest */
 
 struct child {
     pid_t pid;                    /* 0: not running */
-    int ready_fd;                 /* read end; -1 once it said ready */
+    int ready_fd;                 /* read end of its report pipe: 'r' once it
+                                     serves, then 'h' (took it) or 'f' (refused
+                                     it) after each reload; -1 once closed */
+    bool reloading;               /* sent SIGHUP, its report not yet read */
     bool served;                  /* it has been ready at least once */
     unsigned quick_deaths;        /* in a row */
     int64_t started_ms;
@@ -45,6 +49,9 @@ struct master {
     struct child kids[MAX_PROCS];
     int sigfd;
     bool stopping, said_ready, failed;
+    unsigned reload_pending;      /* processes still reloading */
+    unsigned reload_refused;      /* ... that refused the conf */
+    int64_t reload_deadline_ms;   /* 0: no reload under way */
     pid_t self;
 };
 
@@ -147,6 +154,43 @@ static void begin_stop(struct master *m, int sig)
     forward(m, sig);
 }
 
+/* READY=1 once every process that got the SIGHUP has said how its reload
+ * went (or died, or RELOAD_WAIT_MS passed). */
+static void reload_check(struct master *m)
+{
+    char status[160];
+    unsigned i;
+
+    if (m->reload_deadline_ms == 0)
+        return;
+    if (m->reload_pending > 0 && now_ms() < m->reload_deadline_ms)
+        return;
+    if (m->reload_pending > 0)
+        say(m, TP_LOG_WARN, "master: reload: %u processes did not say they are done "
+            "within %d ms", m->reload_pending, RELOAD_WAIT_MS);
+    for (i = 0; i < m->n; i++)
+        m->kids[i].reloading = false;
+    if (m->reload_refused > 0)
+        snprintf(status, sizeof(status), "serving with %u processes; %u refused the "
+                 "reloaded conf (see the log)", m->n, m->reload_refused);
+    else
+        snprintf(status, sizeof(status), "serving with %u processes, reloaded", m->n);
+    m->reload_deadline_ms = 0;
+    m->reload_pending = 0;
+    tp_notify_reloaded(m->notify, status);
+}
+
+/* A process is done with a reload (its report, or its death). */
+static void reload_answered(struct master *m, struct child *c, bool refused)
+{
+    if (!c->reloading)
+        return;
+    c->reloading = false;
+    m->reload_pending--;
+    m->reload_refused += refused;
+    reload_check(m);
+}
+
 static void on_exit_of(struct master *m, pid_t pid, int status)
 {
     unsigned i;
@@ -160,6 +204,7 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
         return;
     c = &m->kids[i];
     c->pid = 0;
+    reload_answered(m, c, false);
     if (c->ready_fd >= 0) {
         close(c->ready_fd);
         c->ready_fd = -1;
@@ -222,10 +267,15 @@ static void reload(struct master *m)
     }
     free(m->owned);
     m->conf = m->owned = nc;
+    m->reload_pending = m->reload_refused = 0;
+    for (unsigned i = 0; i < m->n; i++) {
+        m->kids[i].reloading = m->kids[i].pid > 0 && m->kids[i].ready_fd >= 0;
+        m->reload_pending += m->kids[i].reloading;
+    }
+    m->reload_deadline_ms = now_ms() + RELOAD_WAIT_MS;
+    say(m, TP_LOG_INFO, "master: the conf is good; %u processes reload", m->reload_pending);
     forward(m, SIGHUP);
-    say(m, TP_LOG_INFO, "master: the conf is good; %u processes reload", running(m));
-    snprintf(status, sizeof(status), "serving with %u processes, reloaded", m->n);
-    tp_notify_reloaded(m->notify, status);
+    reload_check(m);
 }
 
 static void on_signals(struct master *m)
@@ -264,12 +314,15 @@ static void on_ready(struct master *m, unsigned i)
     unsigned k, ready = 0;
 
     if (read(c->ready_fd, &byte, 1) != 1) {
-        close(c->ready_fd);      /* EOF: it died first; SIGCHLD tells the rest */
+        close(c->ready_fd);      /* EOF: it died; SIGCHLD tells the rest */
         c->ready_fd = -1;
+        reload_answered(m, c, false);
         return;
     }
-    close(c->ready_fd);
-    c->ready_fd = -1;
+    if (byte == 'h' || byte == 'f') {
+        reload_answered(m, c, byte == 'f');
+        return;
+    }
     c->served = true;
     for (k = 0; k < m->n; k++)
         ready += m->kids[k].served;
@@ -329,6 +382,8 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
         }
         if (m.notify->watchdog_usec > 0 && next > next_dog)
             next = next_dog;
+        if (m.reload_deadline_ms > 0 && next > m.reload_deadline_ms)
+            next = m.reload_deadline_ms;
         pfd[0] = (struct pollfd){ .fd = m.sigfd, .events = POLLIN };
         rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
         if (rc < 0 && errno != EINTR) {
@@ -342,6 +397,7 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
         for (nfds_t k = 1; rc > 0 && k < n; k++)
             if (pfd[k].revents != 0 && m.kids[map[k]].ready_fd == pfd[k].fd)
                 on_ready(&m, map[k]);
+        reload_check(&m);
         now = now_ms();
         for (i = 0; i < m.n && !m.stopping; i++)
             if (m.kids[i].pid == 0 && m.kids[i].restart_ms > 0 && m.kids[i].restart_ms <= now)
