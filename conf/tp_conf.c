@@ -528,11 +528,18 @@ static int set_workers(struct parser *p, const struct stmt *st, struct tp_listen
     return 0;
 }
 
+static void note_place(struct tp_conf_place *at, const struct stmt *st)
+{
+    snprintf(at->file, sizeof(at->file), "%s", st->file);
+    at->line = st->line;
+}
+
 static int set_processes(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     uint64_t v;
     int n;
 
+    note_place(&p->conf->processes_at, st);
     if (strcmp(st->args[0], "auto") == 0) {
         p->conf->processes = -1;
         return 0;
@@ -811,6 +818,7 @@ static int set_error_log(struct parser *p, const struct stmt *st, struct tp_list
 {
     const char *v = st->args[0];
 
+    note_place(&p->conf->error_log_at, st);
     if (strcmp(v, "stderr") == 0) {
         p->conf->error_log[0] = '\0';
         return 0;
@@ -826,6 +834,7 @@ static int set_user(struct parser *p, const struct stmt *st, struct tp_listen_co
     const char *v = st->args[0];
     size_t i, n = strlen(v);
 
+    note_place(&p->conf->user_at, st);
     for (i = 0; i < n; i++)
         if (!(isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.'))
             break;

@@ -78,6 +78,13 @@ struct tp_listen_conf {
     int line;                         /* ("port in use"); "" and 0 for the default */
 };
 
+/* Where a directive was written, for messages after the load (a reload's
+ * "needs a restart"); "" and 0 when the conf does not have it. */
+struct tp_conf_place {
+    char file[TP_CONF_PATH_MAX];
+    int line;
+};
+
 struct tp_conf {
     int workers;                      /* -1 = online CPUs (default); 0 = inline */
     int processes;                    /* serving processes; -1 = online CPUs; default 1 */
@@ -87,6 +94,7 @@ struct tp_conf {
     uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
     char error_log[TP_CONF_PATH_MAX]; /* log file; "" = stderr (default) */
     char user[TP_CONF_NAME_MAX];      /* drop root to this user after binding; "" = stay */
+    struct tp_conf_place processes_at, user_at, error_log_at;  /* the directives */
     size_t nlisten;
     struct tp_listen_conf listen[TP_CONF_MAX_LISTEN];
 };

@@ -620,6 +620,7 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
 
     switch (to) {
     case TP_CONN_FREE:
+        c->l->refs--;
         tp_table_put(&cs->table, c);
         return;
     case TP_CONN_READING:
@@ -772,6 +773,7 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
     c->fd = fd;
     c->ip = ip;
     c->l = l;
+    l->refs++;
     tp_msg_list_init(&c->out);
     c->active_ms = cs->now_ms;
     cds_list_add_tail(&c->link, &l->conns);

@@ -63,15 +63,23 @@ enum tp_close_reason { TP_CLOSE_PEER, TP_CLOSE_ERROR, TP_CLOSE_OVERSIZE,
                        TP_CLOSE_IDLE, TP_CLOSE_READ_TIMEOUT, TP_CLOSE_APP,
                        TP_CLOSE_SHUTDOWN, TP_CLOSE_REFUSED, TP_CLOSE_SLOW };
 
-/* A listen block at run time. The reactor fills it and owns the socket;
- * connections read its conf and keep its lists. */
+/* A listen block at run time. The reactor fills it and owns the socket and
+ * conf (its own copy: tp_reactor.c says when it goes); connections read its
+ * conf and keep its lists. */
 struct tp_listener {
     uint8_t source;               /* TP_SRC_LISTENER */
     bool ready;                   /* reactor: an accept edge not yet taken */
     bool app_started;             /* reactor: app->init ran */
+    bool in_use;                  /* reactor: the slot holds a listener */
+    bool retired;                 /* reactor: out of the conf (a reload); it
+                                     accepts no more and goes once refs is 0 */
     uint16_t index;
     uint16_t port;
-    int fd;                       /* reactor: -1 once closed for shutdown */
+    int fd;                       /* reactor: -1 once closed for shutdown, or
+                                     retired (closed, or moved to the slot of
+                                     its new settings) */
+    uint32_t refs;                /* reactor: connections not FREE that point
+                                     here (they read conf, env, name) */
     int64_t paused_until_ms;      /* reactor: accepts retry then (EMFILE) */
     const struct tp_listen_conf *conf;
     struct tp_call_env env;
@@ -92,7 +100,8 @@ typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg
 /* Everything connections share. The reactor embeds and owns it. */
 struct tp_conns {
     struct tp_table table;
-    struct tp_listener *listeners;  /* indexed by tp_msg.listener */
+    struct tp_listener *listeners;  /* indexed by tp_msg.listener; slots never
+                                       move (workers read their env) */
     struct tp_msg_cache cache;
     tp_pool_t *pool;
     int epfd;

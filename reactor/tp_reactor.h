@@ -31,6 +31,8 @@ enum tp_server_event {
     TP_SERVER_STOPPING,  /* a stop has begun: listeners are closed */
     TP_SERVER_REOPEN,    /* SIGUSR1: reopen log files (logrotate), before the
                             counters are logged */
+    TP_SERVER_RELOAD,    /* SIGHUP: the owner may read its conf again and
+                            call tp_server_reload() from this callback */
 };
 struct tp_stats;
 typedef void tp_event_fn(void *arg, enum tp_server_event ev, const struct tp_stats *st);
@@ -77,7 +79,8 @@ struct tp_stats {
 };
 
 /* Binds every listener of conf and starts the workers (conf->workers, -1 =
- * online CPUs, 0 = run apps inline). conf must outlive the server. Returns
+ * online CPUs, 0 = run apps inline). The server keeps its own copy of conf:
+ * the caller's is its own again on return. Returns
  * NULL with a one-line reason in err, naming the conf file and line where it
  * helps ("tidepool.conf:7: listen 127.0.0.1:7000: bind: Address already in
  * use"). Main thread, before tp_server_run(). */
@@ -89,13 +92,31 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
  * finished, or forced). Returns 0, or -errno if epoll itself failed. */
 int tp_server_run(tp_server_t *srv);
 
+/* Serves conf from now on without closing a connection: a listener whose
+ * address stays keeps its socket (no connect is refused), new addresses are
+ * bound, removed ones stop accepting and their connections finish as on a
+ * graceful stop. New settings (app, framing, limits, timeouts, rules) apply
+ * to new connections; open ones keep the settings they started with. A new
+ * worker count starts a new pool; the old one finishes what it holds. apps[i]
+ * serves conf->listen[i]; the server copies what it keeps. All or nothing:
+ * on error nothing changed and err has a one-line reason, naming the conf
+ * file and line where it helps. Returns 0, -ESHUTDOWN once a stop began,
+ * -EBUSY if too many old settings still have connections, or the -errno of
+ * the bind, app start or pool start that failed. Call it on the loop's
+ * thread (from the TP_SERVER_RELOAD callback) or on any other thread, which
+ * then waits while the loop applies it; not from a signal handler. */
+int tp_server_reload(tp_server_t *srv, const struct tp_conf *conf,
+                     const struct tp_app *const *apps, char *err, size_t errlen);
+
 /* Asks the loop to stop. graceful: stop accepting, finish the messages
  * already read, write their replies, close, return; the conf's
  * shutdown_timeout or a second call with graceful = false cuts it short.
  * Any thread (not a signal handler). */
 void tp_server_stop(tp_server_t *srv, bool graceful);
 
-/* The port listener i is bound to (useful with port 0). Any thread. */
+/* The port listener i of the conf now served is bound to (useful with port
+ * 0); 0 past the last. Any thread, but not while a reload is under way on
+ * another. */
 uint16_t tp_server_port(const tp_server_t *srv, size_t i);
 
 /* Copies the counters. Any thread. */

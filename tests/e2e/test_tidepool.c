@@ -465,7 +465,7 @@ Test(tidepool, port_in_use_is_reported_with_its_line)
     close(holder);
 }
 
-Test(tidepool, usr1_logs_stats_and_hup_is_logged)
+Test(tidepool, usr1_logs_stats_and_hup_reloads)
 {
     struct proc p;
 
@@ -473,7 +473,7 @@ Test(tidepool, usr1_logs_stats_and_hup_is_logged)
     kill(p.pid, SIGUSR1);
     cr_expect(wait_log(&p, "stats: open 0", 5000), "%s", p.log);
     kill(p.pid, SIGHUP);
-    cr_expect(wait_log(&p, "reload is not supported", 5000), "%s", p.log);
+    cr_expect(wait_log(&p, "reload: done", 5000), "%s", p.log);
     kill(p.pid, SIGINT);
     cr_assert_eq(finish(&p, 10000), 0, "%s", p.log);
 }

@@ -4,9 +4,12 @@
  * right after sending (their replies are at the workers); a chat-like app
  * broadcasts between connections; app chat (prefix, notices) runs a room
  * that members join and leave while one floods it, one member reads and
- * checks it and one never reads (closed as slow); then a graceful stop while
- * clients still send (the room's reader gets shutdown_message last). Exits
- * 0 when every checked reply matched and the server stopped clean. */
+ * checks it and one never reads (closed as slow); meanwhile another thread
+ * reloads the conf 20 times (workers 4, 0, 2, ...; a listener's settings
+ * changed, so its socket moves to a new slot; a listener added and removed;
+ * the room kept); then a graceful stop while clients still send (the room's
+ * reader gets shutdown_message last). Exits 0 when every checked reply
+ * matched, every reload took and the server stopped clean. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -256,6 +259,55 @@ static void *client(void *arg)
     return NULL;
 }
 
+/* The app chat room's listen block, the same at start and at each reload
+ * (so the room keeps its slot). */
+static void room_conf(struct tp_listen_conf *l)
+{
+    tp_conf_listen_init(l);
+    tp_conf_parse_addr("127.0.0.1:0", l);
+    strcpy(l->app, "chat");
+    l->chat_prefix = l->join_notice = true;
+    l->send_buffer_max = 256 * 1024;
+    strcpy(l->shutdown_message, "bye");
+    l->shutdown_message_len = 3;
+}
+
+#define RELOADS 20
+
+/* Reloads srv while the clients run: odd rounds change listener 0's
+ * max_message (a new slot takes its socket), add 127.0.0.2:0 and change the
+ * worker count; even rounds go back. The chat room stays as it is. */
+static void *reloader(void *srv)
+{
+    static const int workers[] = { 0, 4, 2, 4, 1 };
+    static struct tp_conf conf;
+    const struct tp_app *apps[4] = { &tp_app_echo, &chat, &tp_app_chat, &tp_app_echo };
+    char err[256];
+    int i;
+
+    for (i = 1; i <= RELOADS; i++) {
+        tp_conf_init(&conf);
+        conf.workers = workers[i % 5];
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
+        conf.nlisten = i % 2 == 1 ? 4 : 3;
+        tp_conf_listen_init(&conf.listen[1]);
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
+        room_conf(&conf.listen[2]);
+        if (i % 2 == 1) {
+            conf.listen[0].max_message = 32 * 1024;
+            tp_conf_listen_init(&conf.listen[3]);
+            tp_conf_parse_addr("127.0.0.2:0", &conf.listen[3]);
+        }
+        if (tp_server_reload(srv, &conf, apps, err, sizeof(err)) != 0 ||
+            tp_server_port(srv, 0) != port) {
+            fprintf(stderr, "race_server: reload %d: %s\n", i, err);
+            atomic_fetch_add(&failures, 1);
+        }
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
 static void *serve(void *srv)
 {
     if (tp_server_run(srv) != 0)
@@ -271,6 +323,7 @@ static int run(bool workers_only)
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1,
                                    .workers_only = workers_only };
     pthread_t th[THREADS], chat_th[CHATTERS], churn_th[CHURNERS], loop, sender, reader;
+    pthread_t reload_th;
     int sleeper;
     struct tp_stats st;
     tp_server_t *srv;
@@ -283,13 +336,7 @@ static int run(bool workers_only)
     conf.nlisten = 3;
     tp_conf_listen_init(&conf.listen[1]);
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
-    tp_conf_listen_init(&conf.listen[2]);
-    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[2]);
-    strcpy(conf.listen[2].app, "chat");
-    conf.listen[2].chat_prefix = conf.listen[2].join_notice = true;
-    conf.listen[2].send_buffer_max = 256 * 1024;
-    strcpy(conf.listen[2].shutdown_message, "bye");
-    conf.listen[2].shutdown_message_len = 3;
+    room_conf(&conf.listen[2]);
     atomic_store(&room_read, 0);
     atomic_store(&room_over, 0);
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
@@ -309,6 +356,12 @@ static int run(bool workers_only)
         pthread_create(&churn_th[i], NULL, churner, (void *)i);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
+    /* Reloads need the loop running: wait until it has accepted. */
+    for (i = 0, tp_server_stats(srv, &st); i < 2000 && st.accepted == 0; i++) {
+        usleep(5000);
+        tp_server_stats(srv, &st);
+    }
+    pthread_create(&reload_th, NULL, reloader, srv);
     for (i = 0; i < CHATTERS; i++)
         pthread_create(&chat_th[i], NULL, chatter, (void *)i);
     for (i = 0; i < THREADS; i++)
@@ -321,6 +374,7 @@ static int run(bool workers_only)
     /* The reader has it all (its check is exact) before the stop. */
     for (i = 0; i < 2000 && atomic_load(&room_read) < ROOM_LINES; i++)
         usleep(5000);
+    pthread_join(reload_th, NULL);
     /* Stop while a last client is mid-stream: what it sent before the stop
      * is answered in full, then EOF. */
     tp_server_stats(srv, &st);

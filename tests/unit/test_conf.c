@@ -658,3 +658,23 @@ Test(conf, an_error_is_one_line_whatever_the_file_holds)
     cr_assert_null(strchr(err, '\n'), "a newline in the error: %s", err);
     cr_assert_not_null(strstr(err, "7000 {\\n\\x09y\\nerror_log"), "shown escaped: %s", err);
 }
+
+Test(conf, restart_only_directives_remember_where_they_were_written)
+{
+    char want[PATH_MAX];
+
+    /* A reload names these lines when it cannot apply them. */
+    cr_assert_eq(load("workers 1;\n\nprocesses 2;\nuser nobody;\nerror_log x.log;\n"
+                      "listen 127.0.0.1:7000;\n"), 0, "%s", err);
+    snprintf(want, sizeof(want), "%s/t.conf", dir);
+    cr_expect_str_eq(conf.processes_at.file, want);
+    cr_expect_eq(conf.processes_at.line, 3);
+    cr_expect_str_eq(conf.user_at.file, want);
+    cr_expect_eq(conf.user_at.line, 4);
+    cr_expect_eq(conf.error_log_at.line, 5);
+    cr_assert_eq(load("listen 127.0.0.1:7000;\n"), 0, "%s", err);
+    cr_expect_eq(conf.processes_at.line, 0, "not written: no place");
+    cr_expect_str_eq(conf.processes_at.file, "");
+    cr_expect_eq(conf.user_at.line, 0);
+    cr_expect_eq(conf.error_log_at.line, 0);
+}
