@@ -62,7 +62,14 @@ struct tp_msg {
     uint16_t worker;            /* pool: which worker holds it */
     uint16_t sclass;            /* size class, TP_MSG_NOCLASS if none */
     uint32_t refs;              /* BROADCAST: REF slots still pointing here */
-    uint32_t count;             /* DONE: messages the batch held */
+    uint32_t count;             /* DONE: messages the batch held; SEND,
+                                   BROADCAST: replies framed in data */
+    uint64_t read_ns;           /* reactor: CLOCK_MONOTONIC of the loop turn
+                                   that read it (carried to its reply); 0 if
+                                   it answers no read of this connection */
+    uint64_t queue_ns;          /* pool: when it was queued for a worker, then,
+                                   once the worker took it, how long it waited
+                                   (at least 1); 0 if it ran on the reactor */
     void *conn_data;            /* the app's per-connection pointer, carried
                                    to the worker and back with each batch */
     struct tp_msg *shared;      /* REF: the buffer whose bytes it stands for */

@@ -61,6 +61,11 @@ struct tp_app {
     /* Optional. The connection closed (its handle is dead); free what open
      * made. Replies made here are dropped. */
     void (*close)(struct tp_call *call);
+    /* Its listener stays open through a graceful stop until every other
+     * listener's connections are gone, so a load balancer's health check
+     * hears that the server is draining (app metrics: /health answers 503)
+     * rather than finding the port closed. */
+    bool serves_drain;
 };
 
 /* The connection this call is for; usable with tp_call_send() later, from
@@ -73,6 +78,10 @@ void **tp_call_conn_data(struct tp_call *call);
 
 /* What init() put in *state. */
 void *tp_call_state(const struct tp_call *call);
+
+/* The server's counters (tp_metrics.h): for app metrics. */
+struct tp_metrics;
+const struct tp_metrics *tp_call_metrics(const struct tp_call *call);
 
 /* Appends a reply of len bytes to the sender. Returns 0 or -ENOMEM. */
 int tp_call_reply(struct tp_call *call, const void *data, size_t len);

@@ -48,6 +48,7 @@
 #include "tp_acl.h"
 #include "tp_call.h"
 #include "tp_conf.h"
+#include "tp_metrics.h"
 #include "tp_msg.h"
 #include "tp_pool.h"
 #include "tp_reactor.h"
@@ -79,6 +80,9 @@ struct tp_listener {
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
     tp_ip_table_t *ips;           /* per source address limits; NULL if none */
+    struct tp_metrics_listener *m;  /* its counters in the server's slot;
+                                     reactor writes (TP_METRIC_ADD) */
+    uint32_t live;                /* reactor: slots its connections hold */
 };
 
 typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg);
@@ -97,13 +101,21 @@ struct tp_conns {
     enum tp_log_level log_level;
     tp_conns_log_fn *log;         /* NULL: no log */
     void *log_arg;
-    struct tp_stats stats;        /* reactor writes (relaxed atomic stores),
-                                     any thread reads */
+    struct tp_metrics_slot *slot; /* the counters: reactor writes (relaxed
+                                     atomic stores), any thread reads */
+    uint64_t turn_ns;             /* CLOCK_MONOTONIC, once per loop turn */
+    /* Replies written this turn, by the turn that read their messages; they
+     * are timed at the end of the turn (one clock read for all). */
+    struct { uint64_t read_ns, n; } written[4];
+    unsigned nwritten;
 };
 
 /* Adds n to a counter; only the reactor thread writes counters. */
-#define TP_STAT_ADD(cs, field, n) \
-    __atomic_store_n(&(cs)->stats.field, (cs)->stats.field + (n), __ATOMIC_RELAXED)
+#define TP_STAT_ADD(cs, field, n) TP_METRIC_ADD(&(cs)->slot->stats.field, (n))
+#define TP_STAT_SET(cs, field, v) TP_METRIC_SET(&(cs)->slot->stats.field, (v))
+
+/* Times the replies counted in cs->written against the clock now. */
+void tp_conns__time_written(struct tp_conns *cs);
 
 /* Logs at level if the conf lets it through. */
 void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)

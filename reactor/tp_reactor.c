@@ -36,7 +36,10 @@
                                     eventfd wake, the message's cache lines moving
                                     between cores) costs more than that here */
 
-enum { STOP_NONE, STOP_GRACEFUL, STOP_NOW };
+/* How far a stop has gone. DELAY: serving on for shutdown_delay while
+ * /health says 503; GRACEFUL: listeners closed (those of an app that
+ * serves_drain stay until every other connection is gone), finishing. */
+enum { STOP_NONE, STOP_DELAY, STOP_GRACEFUL, STOP_NOW };
 
 struct tp_event_src {
     uint8_t source;               /* enum tp_source */
@@ -52,10 +55,13 @@ struct tp_server {
     bool pool_retry;              /* drain caught a worker mid-enqueue */
     uint32_t max_conns;
     struct tp_event_src pool_src, signal_src, stop_src;
-    atomic_int stop_request;      /* any thread writes, reactor reads: 0, 1
-                                     graceful, 2 now */
+    atomic_int stop_request;      /* any thread writes, reactor reads: 0,
+                                     STOP_GRACEFUL, STOP_NOW */
     int stop_state;               /* reactor: how far shutdown has gone */
+    bool drain_closed;            /* reactor: the serves_drain listeners too */
+    int64_t drain_at_ms;          /* STOP_DELAY ends */
     int64_t stop_deadline_ms;
+    tp_metrics_t *own_metrics;    /* when opts.metrics is NULL */
     int64_t last_accept_warn_ms;
     int64_t next_tick_ms;         /* opts.tick_ms: when TP_SERVER_TICK is due */
 };
@@ -64,16 +70,22 @@ struct tp_server {
 
 static void tell(struct tp_server *s, enum tp_server_event ev)
 {
-    if (s->opts.event != NULL)
-        s->opts.event(s->opts.event_arg, ev, &s->cs.stats);
+    struct tp_stats st;
+
+    if (s->opts.event == NULL)
+        return;
+    tp_metrics_snapshot(s->cs.slot, &st);
+    s->opts.event(s->opts.event_arg, ev, &st);
 }
 
-static int64_t clock_ms(void)
+/* The loop turn's time: ns for the message timings, ms for the timers. */
+static void set_clock(struct tp_conns *cs)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    cs->turn_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    cs->now_ms = (int64_t)(cs->turn_ns / 1000000);
 }
 
 static int watch(struct tp_server *s, int fd, void *ptr)
@@ -116,7 +128,9 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
     l->source = TP_SRC_LISTENER;
     l->index = (uint16_t)i;
     l->conf = lc;
-    l->env = (struct tp_call_env){ s->opts.apps[i], NULL, lc->framing, lc->max_message };
+    l->env = (struct tp_call_env){ s->opts.apps[i], NULL, lc->framing, lc->max_message,
+                                   s->opts.metrics };
+    l->m = &s->cs.slot->listen[i];
     CDS_INIT_LIST_HEAD(&l->conns);
     CDS_INIT_LIST_HEAD(&l->idle);
     CDS_INIT_LIST_HEAD(&l->partial);
@@ -139,6 +153,7 @@ static int open_listener(struct tp_server *s, size_t i, char *err, size_t errlen
         return -ENOMEM;
     }
     set_name(l);
+    memcpy(l->m->name, l->name, sizeof(l->m->name));
     l->idle_slack_ms = lc->idle_timeout_ms / 16 < 1000 ? lc->idle_timeout_ms / 16 : 1000;
     if ((rc = watch(s, fd, l)) < 0) {
         snprintf(err, errlen, "epoll_ctl: %s", strerror(-rc));
@@ -198,7 +213,22 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
     s->opts = *opts;
     s->max_conns = conf->max_connections;
     s->stop_src.fd = -1;
-    s->cs.now_ms = clock_ms();
+    if (s->opts.metrics == NULL) {
+        s->own_metrics = s->opts.metrics = tp_metrics_create(1);
+        if (s->own_metrics == NULL || tp_metrics_claim(s->own_metrics, 0) == NULL) {
+            snprintf(err, errlen, "cannot map the counters: %s", strerror(errno));
+            free(s);
+            return NULL;
+        }
+    }
+    s->cs.slot = tp_metrics_own(s->opts.metrics);
+    if (s->cs.slot == NULL) {
+        snprintf(err, errlen, "the counters have no slot for this process");
+        free(s);
+        return NULL;
+    }
+    TP_METRIC_SET(&s->cs.slot->nlisten, (uint32_t)conf->nlisten);
+    set_clock(&s->cs);
     s->cs.log = opts->log;
     s->cs.log_arg = opts->log_arg;
     s->cs.log_level = conf->log_level;
@@ -279,7 +309,7 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
             close(fd);          /* refused: not a byte read, nothing written */
             return true;
         }
-        refuse = s->cs.stats.open >= s->max_conns;
+        refuse = s->cs.slot->stats.open >= s->max_conns;
         if (refuse) {
             TP_STAT_ADD(&s->cs, rejected_max_conn, 1);
             warn_accept(s, l, "max_connections reached, refusing connections");
@@ -299,6 +329,7 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: out of a resource. Leave the
          * connections in the backlog and try again shortly. */
         TP_STAT_ADD(&s->cs, accept_errors, 1);
+        TP_STAT_ADD(&s->cs, accept_pauses, 1);
         l->paused_until_ms = s->cs.now_ms + ACCEPT_PAUSE_MS;
         warn_accept(s, l, errno == EMFILE || errno == ENFILE
                     ? "accept: out of file descriptors, pausing accepts"
@@ -393,7 +424,10 @@ static int wait_ms(struct tp_server *s)
         next = earliest(next, tp_conn__next_timer(&s->cs, l));
     }
     next = earliest(next, tp_conn__next_linger_check(&s->cs));
-    if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0)
+    if (s->stop_state == STOP_DELAY)
+        next = earliest(next, s->drain_at_ms);
+    if ((s->stop_state == STOP_DELAY || s->stop_state == STOP_GRACEFUL) &&
+        s->conf->shutdown_timeout_ms > 0)
         next = earliest(next, s->stop_deadline_ms);
     if (s->opts.tick_ms > 0)
         next = earliest(next, s->next_tick_ms);
@@ -403,19 +437,26 @@ static int wait_ms(struct tp_server *s)
 
 /* ---- stopping ---- */
 
-static void close_listeners(struct tp_server *s)
+static bool serves_drain(const struct tp_listener *l)
+{
+    return l->env.app->serves_drain;
+}
+
+/* Closes the listeners; with all false, not those that serve the drain. */
+static void close_listeners(struct tp_server *s, bool all)
 {
     size_t i;
 
     for (i = 0; i < s->nlisten; i++)
-        if (s->cs.listeners[i].fd >= 0) {
+        if (s->cs.listeners[i].fd >= 0 && (all || !serves_drain(&s->cs.listeners[i]))) {
             close(s->cs.listeners[i].fd);
             s->cs.listeners[i].fd = -1;
         }
 }
 
-/* Walks slots rather than lists: closing one connection may touch others. */
-static void for_each_open(struct tp_server *s, bool now)
+/* Walks slots rather than lists: closing one connection may touch others.
+ * With all false, the connections of listeners that serve the drain go on. */
+static void for_each_open(struct tp_server *s, bool now, bool all)
 {
     uint32_t i;
 
@@ -424,31 +465,69 @@ static void for_each_open(struct tp_server *s, bool now)
 
         if (now)
             tp_conn_close(&s->cs, c, TP_CLOSE_SHUTDOWN, true);
-        else
+        else if (all || c->state != TP_CONN_READING || !serves_drain(c->l))
             tp_conn__stop(&s->cs, c);
     }
 }
 
-static void begin_stop(struct tp_server *s, int level)
+/* Connections of listeners that do not serve the drain. */
+static uint64_t others_live(const struct tp_server *s)
 {
-    if (level <= s->stop_state)
+    uint64_t n = 0;
+    size_t i;
+
+    for (i = 0; i < s->nlisten; i++)
+        if (!serves_drain(&s->cs.listeners[i]))
+            n += s->cs.listeners[i].live;
+    return n;
+}
+
+/* The delay is over (or there is none): stop accepting, finish. */
+static void begin_drain(struct tp_server *s)
+{
+    s->stop_state = STOP_GRACEFUL;
+    close_listeners(s, false);
+    log_(s, TP_LOG_INFO, "shutting down: finishing %llu connections (signal "
+         "again to stop at once)", (unsigned long long)s->cs.slot->stats.open);
+    for_each_open(s, false, false);
+}
+
+/* Once every other connection is gone, the drain's own listeners go too. */
+static void end_drain(struct tp_server *s)
+{
+    if (s->stop_state != STOP_GRACEFUL || s->drain_closed || others_live(s) > 0)
         return;
-    close_listeners(s);
-    if (s->stop_state == STOP_NONE)
+    s->drain_closed = true;
+    close_listeners(s, true);
+    for_each_open(s, false, true);
+}
+
+static void begin_stop(struct tp_server *s, bool now)
+{
+    if (s->stop_state == STOP_NOW || (!now && s->stop_state != STOP_NONE))
+        return;
+    if (s->stop_state == STOP_NONE) {
+        TP_METRIC_SET(&s->cs.slot->draining, 1);
         tell(s, TP_SERVER_STOPPING);
-    if (level == STOP_GRACEFUL) {
-        s->stop_state = STOP_GRACEFUL;
-        s->stop_deadline_ms = s->cs.now_ms + s->conf->shutdown_timeout_ms;
-        log_(s, TP_LOG_INFO, "shutting down: finishing %llu connections (signal "
-             "again to stop at once)", (unsigned long long)s->cs.stats.open);
-        for_each_open(s, false);
+        s->drain_at_ms = s->cs.now_ms + s->conf->shutdown_delay_ms;
+        s->stop_deadline_ms = s->drain_at_ms + s->conf->shutdown_timeout_ms;
+    }
+    if (now) {
+        s->stop_state = STOP_NOW;
+        close_listeners(s, true);
+        if (s->cs.slot->stats.open > 0)
+            log_(s, TP_LOG_WARN, "stopping now: closing %llu connections",
+                 (unsigned long long)s->cs.slot->stats.open);
+        for_each_open(s, true, true);
         return;
     }
-    s->stop_state = STOP_NOW;
-    if (s->cs.stats.open > 0)
-        log_(s, TP_LOG_WARN, "stopping now: closing %llu connections",
-             (unsigned long long)s->cs.stats.open);
-    for_each_open(s, true);
+    if (s->conf->shutdown_delay_ms > 0) {
+        s->stop_state = STOP_DELAY;
+        log_(s, TP_LOG_INFO, "shutting down in %u ms (shutdown_delay): serving on "
+             "meanwhile, /health answers 503", s->conf->shutdown_delay_ms);
+        return;
+    }
+    begin_drain(s);
 }
 
 void tp_server_stop(tp_server_t *s, bool graceful)
@@ -462,15 +541,17 @@ void tp_server_stop(tp_server_t *s, bool graceful)
         ;
 }
 
+/* The shutdown summary: the counters, as app metrics also serves them. */
 static void log_stats(struct tp_server *s)
 {
-    const struct tp_stats *st = &s->cs.stats;
+    struct tp_stats snap, *st = &snap;
 
+    tp_metrics_snapshot(s->cs.slot, &snap);
     log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
          "deny %llu per_ip %llu rate %llu, "
          "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
          "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu, "
-         "lingering %llu (of %llu, %llu cut short)",
+         "lingering %llu (of %llu, %llu cut short), accept errors %llu (%llu pauses)",
          (unsigned long long)st->open, (unsigned long long)st->accepted,
          (unsigned long long)st->rejected_max_conn, (unsigned long long)st->refused_acl,
          (unsigned long long)st->refused_per_ip, (unsigned long long)st->refused_rate,
@@ -483,7 +564,8 @@ static void log_stats(struct tp_server *s)
          (unsigned long long)st->closed_app,
          (unsigned long long)st->closed_shutdown,
          (unsigned long long)st->lingering, (unsigned long long)st->lingered,
-         (unsigned long long)st->linger_cut);
+         (unsigned long long)st->linger_cut, (unsigned long long)st->accept_errors,
+         (unsigned long long)st->accept_pauses);
 }
 
 static void on_signals(struct tp_server *s)
@@ -495,15 +577,14 @@ static void on_signals(struct tp_server *s)
         case SIGINT:
         case SIGTERM:
             log_(s, TP_LOG_INFO, "got %s", strsignal((int)si.ssi_signo));
-            begin_stop(s, s->stop_state == STOP_NONE ? STOP_GRACEFUL : STOP_NOW);
+            begin_stop(s, s->stop_state != STOP_NONE);
             break;
         case SIGHUP:
             log_(s, TP_LOG_WARN, "got SIGHUP: reload is not supported yet; "
                  "restart to apply a new conf");
             break;
         case SIGUSR1:
-            tell(s, TP_SERVER_REOPEN);
-            log_stats(s);
+            tell(s, TP_SERVER_REOPEN);   /* the counters: app metrics */
             break;
         }
     }
@@ -515,12 +596,15 @@ static void on_stop_request(struct tp_server *s)
 
     if (read(s->stop_src.fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
         return;
-    begin_stop(s, atomic_load(&s->stop_request));
+    switch (atomic_load(&s->stop_request)) {
+    case STOP_GRACEFUL: begin_stop(s, false); break;
+    case STOP_NOW: begin_stop(s, true); break;
+    }
 }
 
 static bool finished(const struct tp_server *s)
 {
-    return s->stop_state != STOP_NONE && s->cs.table.live == 0 &&
+    return s->stop_state >= STOP_GRACEFUL && s->cs.table.live == 0 &&
            tp_pool_inflight(s->cs.pool) == 0;
 }
 
@@ -563,12 +647,16 @@ static void turn(struct tp_server *s, bool pool_ready)
     for (i = 0; i < s->nlisten; i++)
         tp_conn__expire(&s->cs, &s->cs.listeners[i]);
     tp_conn__check_lingering(&s->cs);
-    if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0 &&
-        s->cs.now_ms >= s->stop_deadline_ms) {
+    if (s->stop_state == STOP_DELAY && s->cs.now_ms >= s->drain_at_ms)
+        begin_drain(s);
+    if ((s->stop_state == STOP_DELAY || s->stop_state == STOP_GRACEFUL) &&
+        s->conf->shutdown_timeout_ms > 0 && s->cs.now_ms >= s->stop_deadline_ms) {
         log_(s, TP_LOG_WARN, "shutdown_timeout passed");
-        begin_stop(s, STOP_NOW);
+        begin_stop(s, true);
     }
+    end_drain(s);
     publish(s);
+    TP_STAT_SET(&s->cs, queued_bytes, tp_pool_backlog(s->cs.pool));
 }
 
 static void log_start(struct tp_server *s)
@@ -588,19 +676,20 @@ int tp_server_run(tp_server_t *s)
     int n, i;
 
     log_start(s);
-    s->cs.now_ms = clock_ms();
+    set_clock(&s->cs);
     s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
     tell(s, TP_SERVER_READY);
     while (!finished(s)) {
         n = epoll_wait(s->cs.epfd, ev, MAX_EVENTS, wait_ms(s));
         if (n < 0 && errno != EINTR)
             return -errno;
-        s->cs.now_ms = clock_ms();
+        set_clock(&s->cs);
         tp_conn__new_turn(&s->cs);
         pool_ready = false;
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);
         turn(s, pool_ready);
+        tp_conns__time_written(&s->cs);
         if (s->opts.tick_ms > 0 && s->cs.now_ms >= s->next_tick_ms) {
             s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
             tell(s, TP_SERVER_TICK);
@@ -619,12 +708,7 @@ uint16_t tp_server_port(const tp_server_t *s, size_t i)
 
 void tp_server_stats(const tp_server_t *s, struct tp_stats *out)
 {
-    const uint64_t *from = (const uint64_t *)&s->cs.stats;
-    uint64_t *to = (uint64_t *)out;
-    size_t i;
-
-    for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+    tp_metrics_snapshot(s->cs.slot, out);
 }
 
 void tp_server_destroy(tp_server_t *s)
@@ -636,9 +720,9 @@ void tp_server_destroy(tp_server_t *s)
     /* After a normal run every slot is free. Otherwise close what is left;
      * app->close calls staged now die with the pool, unrun. */
     if (s->cs.table.chunks != NULL && s->cs.pool != NULL)
-        for_each_open(s, true);
+        for_each_open(s, true, true);
     tp_pool_destroy(s->cs.pool);
-    close_listeners(s);
+    close_listeners(s, true);
     for (i = 0; i < s->nlisten; i++) {
         if (s->cs.listeners[i].app_started && s->cs.listeners[i].env.app->fini != NULL)
             s->cs.listeners[i].env.app->fini(s->cs.listeners[i].env.state);
@@ -651,5 +735,6 @@ void tp_server_destroy(tp_server_t *s)
     tp_table_fini(&s->cs.table);
     tp_msg_cache_fini(&s->cs.cache);
     free(s->cs.listeners);
+    tp_metrics_destroy(s->own_metrics);
     free(s);
 }

@@ -21,7 +21,7 @@ static struct tp_msg *batch(const char *bytes, size_t n, uint8_t flags)
 static void run(const struct tp_app *app, enum tp_framing f, struct tp_msg *m,
                 struct tp_msg_list *out)
 {
-    struct tp_call_env env = { app, NULL, f, 1000 };
+    struct tp_call_env env = { app, NULL, f, 1000, NULL };
 
     tp_msg_list_init(out);
     tp_call_run(&env, m, out);
@@ -215,7 +215,7 @@ static const struct tp_app whoami = { .name = "whoami", .message = whoami_messag
 
 Test(call, state_and_handle_are_the_listeners_and_the_connections)
 {
-    struct tp_call_env env = { &whoami, (void *)"room", TP_FRAMING_LINE, 1000 };
+    struct tp_call_env env = { &whoami, (void *)"room", TP_FRAMING_LINE, 1000, NULL };
     struct tp_msg *m = batch("?\n", 2, 0), *r;
     struct tp_msg_list out;
 
