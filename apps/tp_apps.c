@@ -3,8 +3,9 @@
 
 #include <string.h>
 
-static const struct tp_app *const apps[] = { &tp_app_echo, &tp_app_upper, &tp_app_http };
-static const char *const names[] = { "echo", "upper", "http", NULL };
+static const struct tp_app *const apps[] = { &tp_app_echo, &tp_app_upper, &tp_app_http,
+                                           &tp_app_metrics };
+static const char *const names[] = { "echo", "upper", "http", "metrics", NULL };
 
 const struct tp_app *tp_apps_find(const char *name)
 {

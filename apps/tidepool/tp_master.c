@@ -36,6 +36,7 @@ struct master {
     tp_serve_fn *serve;
     struct tp_notify *notify;
     tp_log_fn *log;
+    tp_metrics_t *metrics;
     struct child kids[MAX_PROCS];
     int sigfd;
     bool stopping, said_ready, failed;
@@ -154,6 +155,7 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
         return;
     c = &m->kids[i];
     c->pid = 0;
+    tp_metrics_release(m->metrics, i);   /* its connections died with it */
     if (c->ready_fd >= 0) {
         close(c->ready_fd);
         c->ready_fd = -1;
@@ -242,7 +244,7 @@ static void on_ready(struct master *m, unsigned i)
 }
 
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  struct tp_notify *notify_state, tp_log_fn *log)
+                  struct tp_notify *notify_state, tp_log_fn *log, tp_metrics_t *metrics)
 {
     static struct master m;
     struct pollfd pfd[1 + MAX_PROCS];
@@ -252,7 +254,8 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
     unsigned i;
 
     m = (struct master){ .conf = conf, .n = nprocs < MAX_PROCS ? nprocs : MAX_PROCS,
-                         .serve = serve, .notify = notify_state, .log = log, .self = getpid() };
+                         .serve = serve, .notify = notify_state, .log = log, .metrics = metrics,
+                         .self = getpid() };
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);

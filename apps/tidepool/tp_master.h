@@ -12,6 +12,7 @@
 #define TP_MASTER_H
 
 #include "tp_conf.h"
+#include "tp_metrics.h"
 #include "tp_notify.h"
 
 /* Runs one serving process: index 1..N, ready_fd gets one byte once it
@@ -19,8 +20,11 @@
 typedef int tp_serve_fn(struct tp_conf *conf, unsigned index, int ready_fd);
 
 /* Runs the master until every process has stopped. conf->processes > 1.
- * Returns the exit status: 0 after a stop asked for by a signal. */
+ * metrics has a slot per process (process #i holds slot i - 1); when one
+ * dies its slot's gauges are zeroed and the counters kept for the process
+ * restarted in it. Returns the exit status: 0 after a stop asked for by a
+ * signal. */
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  struct tp_notify *notify, tp_log_fn *log);
+                  struct tp_notify *notify, tp_log_fn *log, tp_metrics_t *metrics);
 
 #endif /* TP_MASTER_H */
