@@ -695,6 +695,7 @@ int tp_server_run(tp_server_t *s)
             tell(s, TP_SERVER_TICK);
         }
     }
+    close_listeners(s, true);
     log_stats(s);
     return 0;
 }
