@@ -51,7 +51,7 @@ static struct tp_msg *reply_room(struct tp_call *call, size_t n)
     r->kind = TP_MSG_SEND;
     r->h = call->msg->h;
     r->listener = call->msg->listener;
-    r->read_ns = call->msg->read_ns;  /* it answers that read */
+    r->read_stamp = call->msg->read_stamp;  /* it answers that read */
     call->reply = r;
     return r;
 }

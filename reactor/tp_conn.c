@@ -111,40 +111,51 @@ static void queue_out(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
 void tp_conns__time_written(struct tp_conns *cs)
 {
     struct timespec ts;
-    uint64_t now;
+    uint32_t now;
     unsigned i;
 
-    if (cs->nwritten == 0)
+    if (cs->nwritten == 0 && cs->written_now == 0)
         return;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    now = TP_STAMP((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+    if (cs->written_now > 0)
+        tp_metrics_observe(&cs->slot->latency, (uint64_t)(now - cs->turn_stamp) << 10,
+                           cs->written_now);
     for (i = 0; i < cs->nwritten; i++)
-        tp_metrics_observe(&cs->slot->latency, now > cs->written[i].read_ns
-                           ? now - cs->written[i].read_ns : 0, cs->written[i].n);
+        tp_metrics_observe(&cs->slot->latency, (uint64_t)(now - cs->written[i].stamp) << 10,
+                           cs->written[i].n);
     cs->nwritten = 0;
+    cs->written_now = 0;
 }
 
-/* m's last byte went to the kernel: count its replies, and time them at the
- * end of the turn with the others read in the same turn. */
-static void written(struct tp_conns *cs, struct tp_conn *c, const struct tp_msg *m)
+/* A reply to a message read in an earlier turn (it went to a worker). */
+static void written_earlier(struct tp_conns *cs, const struct tp_msg *m)
 {
     unsigned i;
 
-    TP_METRIC_ADD(&c->l->m->msgs_out, m->count);
-    if (m->read_ns == 0 || m->count == 0)
-        return;
-    for (i = 0; i < cs->nwritten && cs->written[i].read_ns != m->read_ns; i++)
+    for (i = 0; i < cs->nwritten && cs->written[i].stamp != m->read_stamp; i++)
         ;
     if (i == sizeof(cs->written) / sizeof(cs->written[0])) {
         tp_conns__time_written(cs);
         i = 0;
     }
     if (i == cs->nwritten) {
-        cs->written[i].read_ns = m->read_ns;
+        cs->written[i].stamp = m->read_stamp;
         cs->written[i].n = 0;
         cs->nwritten++;
     }
     cs->written[i].n += m->count;
+}
+
+/* m's last byte went to the kernel: count its replies, and time them at the
+ * end of the turn with the others read in the same turn. */
+static inline void written(struct tp_conns *cs, struct tp_conn *c, const struct tp_msg *m)
+{
+    TP_METRIC_ADD(&c->l->m->msgs_out, m->count);
+    if (m->read_stamp == cs->turn_stamp)
+        cs->written_now += m->count;
+    else if (m->read_stamp != 0 && m->kind != TP_MSG_REF)
+        written_earlier(cs, m);
 }
 
 /* Drops written bytes from the front of c's output. */
@@ -310,7 +321,7 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
     }
     c->rbuf = rest;
     b->kind = TP_MSG_DATA;
-    b->read_ns = cs->turn_ns;
+    b->read_stamp = cs->turn_stamp;
     /* After EOF a line listener's unterminated tail is a message too. */
     b->flags = c->state == TP_CONN_FINISHING && c->why == TP_CLOSE_PEER ? TP_MSG_F_EOF : 0;
     dispatch(cs, c, b);

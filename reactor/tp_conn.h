@@ -104,9 +104,12 @@ struct tp_conns {
     struct tp_metrics_slot *slot; /* the counters: reactor writes (relaxed
                                      atomic stores), any thread reads */
     uint64_t turn_ns;             /* CLOCK_MONOTONIC, once per loop turn */
-    /* Replies written this turn, by the turn that read their messages; they
-     * are timed at the end of the turn (one clock read for all). */
-    struct { uint64_t read_ns, n; } written[4];
+    uint32_t turn_stamp;          /* TP_STAMP(turn_ns) */
+    /* Replies written this turn, by the turn that read their messages (this
+     * one, or a few others for those a worker answered); they are timed at
+     * the end of the turn, one clock read for all. */
+    uint64_t written_now;
+    struct { uint32_t stamp; uint64_t n; } written[4];
     unsigned nwritten;
 };
 

@@ -85,6 +85,7 @@ static void set_clock(struct tp_conns *cs)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     cs->turn_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    cs->turn_stamp = TP_STAMP(cs->turn_ns);
     cs->now_ms = (int64_t)(cs->turn_ns / 1000000);
 }
 
