@@ -24,8 +24,8 @@
 #define CONNS_PER_THREAD 40
 #define LINES 200
 
-static uint16_t port, chat_port;
-static atomic_int failures;
+static uint16_t port, chat_port, metrics_port;
+static atomic_int failures, clients_done;
 
 static int dial_port(uint16_t to)
 {
@@ -131,14 +131,50 @@ static void *serve(void *srv)
     return NULL;
 }
 
+/* app metrics reads the counters (on a worker, or on the reactor) while the
+ * reactor writes them: scrape until the clients are done. */
+static void *scraper(void *arg)
+{
+    static char buf[1 << 16];
+    const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
+    int scrapes = 0;
+
+    (void)arg;
+    while (!atomic_load(&clients_done) || scrapes == 0) {
+        int fd = dial_port(metrics_port);
+        size_t got = 0;
+        ssize_t n;
+
+        if (fd < 0 || write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+            atomic_fetch_add(&failures, 1);
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+            got += (size_t)n;
+        buf[got] = '\0';
+        close(fd);
+        if (strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) != 0 ||
+            strstr(buf, "\ntidepool_messages_total{") == NULL) {
+            fprintf(stderr, "race_server: bad scrape: %.200s\n", buf);
+            atomic_fetch_add(&failures, 1);
+            return NULL;
+        }
+        scrapes++;
+        usleep(2000);
+    }
+    return NULL;
+}
+
 /* One whole run against a fresh server. */
 static int run(bool workers_only)
 {
     static struct tp_conf conf;
-    const struct tp_app *apps[2] = { &tp_app_echo, &chat };
+    const struct tp_app *apps[3] = { &tp_app_echo, &chat, &tp_app_metrics };
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1,
                                    .workers_only = workers_only };
-    pthread_t th[THREADS], chat_th[CHATTERS], loop;
+    pthread_t th[THREADS], chat_th[CHATTERS], loop, scrape_th;
     struct tp_stats st;
     tp_server_t *srv;
     char err[256];
@@ -147,15 +183,21 @@ static int run(bool workers_only)
     tp_conf_init(&conf);
     conf.workers = 4;
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
-    conf.nlisten = 2;
+    conf.nlisten = 3;
     tp_conf_listen_init(&conf.listen[1]);
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
+    tp_conf_listen_init(&conf.listen[2]);
+    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[2]);
+    conf.listen[2].framing = TP_FRAMING_HTTP;
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
     if (srv == NULL)
         return fprintf(stderr, "%s\n", err), 1;
     port = tp_server_port(srv, 0);
     chat_port = tp_server_port(srv, 1);
+    metrics_port = tp_server_port(srv, 2);
+    atomic_store(&clients_done, 0);
     pthread_create(&loop, NULL, serve, srv);
+    pthread_create(&scrape_th, NULL, scraper, NULL);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
     for (i = 0; i < CHATTERS; i++)
@@ -164,6 +206,8 @@ static int run(bool workers_only)
         pthread_join(th[i], NULL);
     for (i = 0; i < CHATTERS; i++)
         pthread_join(chat_th[i], NULL);
+    atomic_store(&clients_done, 1);
+    pthread_join(scrape_th, NULL);
     /* Stop while a last client is mid-stream: what it sent before the stop
      * is answered in full, then EOF. */
     tp_server_stats(srv, &st);
