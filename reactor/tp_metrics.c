@@ -369,14 +369,22 @@ static int read_file(const char *path, char *buf, size_t cap)
     return 0;
 }
 
+/* The "btime" line of /proc/stat: after a line per CPU, so read by line. */
 static double boot_time(void)
 {
-    static char buf[16384];   /* /proc/stat: a line per CPU, then more */
-    const char *p;
+    FILE *f = fopen("/proc/stat", "re");
+    char line[512];
+    double t = 0;
 
-    if (read_file("/proc/stat", buf, sizeof(buf)) < 0 || (p = strstr(buf, "\nbtime ")) == NULL)
+    if (f == NULL)
         return 0;
-    return strtod(p + 7, NULL);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "btime ", 6) == 0) {
+            t = strtod(line + 6, NULL);
+            break;
+        }
+    fclose(f);
+    return t;
 }
 
 static int proc_stat(int pid, struct proc_figures *f)

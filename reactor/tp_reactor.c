@@ -218,6 +218,7 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
         s->own_metrics = s->opts.metrics = tp_metrics_create(1);
         if (s->own_metrics == NULL || tp_metrics_claim(s->own_metrics, 0) == NULL) {
             snprintf(err, errlen, "cannot map the counters: %s", strerror(errno));
+            tp_metrics_destroy(s->own_metrics);
             free(s);
             return NULL;
         }
