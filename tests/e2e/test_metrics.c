@@ -371,3 +371,62 @@ Test(metrics_e2e, processes_serve_the_sum_and_a_restart_keeps_it)
     }
     cr_expect_eq(stop(&p, 15000), 0, "%s", p.log);
 }
+
+/* A load balancer must hear that the server drains before its port closes:
+ * HAProxy's httpchk on /health marks it DOWN for a 503 during
+ * shutdown_delay, while the traffic listener still accepts. */
+Test(metrics_e2e, haproxy_sees_503_before_the_listener_closes)
+{
+    static char cfg[1024];
+    const char *tp_argv[] = { BIN, "-c", NULL, NULL };
+    const char *ha_argv[] = { "haproxy", "-db", "-f", NULL, NULL };
+    char conf[256], buf[16];
+    struct proc tp, ha;
+    uint16_t echo = free_port(), metrics = free_port(), front = free_port();
+    long long deadline;
+    int fd = -1, n;
+    const char *down;
+
+    snprintf(conf, sizeof(conf), "workers 1;\nshutdown_delay 3s;\nlisten 127.0.0.1:%u;\n"
+             "listen 127.0.0.1:%u { app metrics; }\n", echo, metrics);
+    tp_argv[2] = put("t.conf", conf);
+    spawn(&tp, tp_argv, NULL);
+    listener_port(&tp, "metrics");
+    snprintf(cfg, sizeof(cfg),
+             "global\n    log stderr format raw local0\n"
+             "defaults\n    mode tcp\n    log global\n    timeout connect 1s\n"
+             "    timeout client 5s\n    timeout server 5s\n"
+             "backend be\n    option httpchk GET /health\n    http-check send hdr Host t\n"
+             "    server s1 127.0.0.1:%u check port %u inter 200 fall 1 rise 1\n"
+             "frontend fe\n    bind 127.0.0.1:%u\n    default_backend be\n",
+             echo, metrics, front);
+    ha_argv[3] = put("haproxy.cfg", cfg);
+    spawn(&ha, ha_argv, NULL);
+    /* Through HAProxy to the echo listener. */
+    for (deadline = now_ms() + 5000; now_ms() < deadline && (fd = dial(front)) < 0; usleep(50000))
+        ;
+    cr_assert_geq(fd, 0, "haproxy does not listen: %s", ha.log);
+    cr_assert_eq(write(fd, "hi\n", 3), 3);
+    for (n = 0; n < 3; ) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        ssize_t r;
+
+        cr_assert_gt(poll(&pf, 1, 5000), 0, "no echo through haproxy: %s", ha.log);
+        r = read(fd, buf + n, sizeof(buf) - (size_t)n);
+        cr_assert_gt(r, 0, "%s", ha.log);
+        n += (int)r;
+    }
+    close(fd);
+    kill(tp.pid, SIGTERM);
+    cr_assert(wait_log(&ha, "is DOWN", 5000), "haproxy did not take the server out: %s", ha.log);
+    down = strstr(ha.log, "is DOWN");
+    cr_expect(strstr(down, "code: 503") != NULL, "the check heard a 503: %s", down);
+    /* The traffic listener is still open when HAProxy takes it out. */
+    fd = dial(echo);
+    cr_expect_geq(fd, 0, "the echo listener closed before haproxy saw the 503: %s", tp.log);
+    if (fd >= 0)
+        close(fd);
+    cr_expect_neq(stop(&ha, 5000), -1, "haproxy did not stop on TERM: %s", ha.log);
+    cr_expect_eq(stop(&tp, 15000), 0, "%s", tp.log);
+    cr_expect(strstr(tp.log, "shutting down in 3000 ms (shutdown_delay)") != NULL, "%s", tp.log);
+}
