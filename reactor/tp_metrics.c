@@ -299,7 +299,10 @@ static void connections(struct tp_metrics_text *t, const struct view *v)
 static void traffic(struct tp_metrics_text *t, const struct view *v, bool bytes)
 {
     const char *name = bytes ? "tidepool_bytes_total" : "tidepool_messages_total";
-    const struct tp_metrics_slot *s0 = &v->m->slots[0];
+    /* The names as this process bound them: every process has the same
+     * listeners, and this one has surely named them. */
+    const struct tp_metrics_slot *s0 = tp_metrics_own(v->m) != NULL ? tp_metrics_own(v->m)
+                                                                    : &v->m->slots[0];
     uint32_t i, n = __atomic_load_n(&s0->nlisten, __ATOMIC_RELAXED);
     uint64_t in, out;
     unsigned k;
