@@ -331,7 +331,7 @@ struct parser {
     char *err;
     size_t errlen;
     int depth;
-    struct place globals_seen[8];
+    struct place globals_seen[16];
     struct place listen_seen[TP_CONF_MAX_LISTEN];
 };
 
@@ -576,6 +576,11 @@ static int set_log_level(struct parser *p, const struct stmt *st, struct tp_list
 static int set_shutdown_timeout(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     return get_time(p, st, &p->conf->shutdown_timeout_ms);
+}
+
+static int set_shutdown_delay(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return get_time(p, st, &p->conf->shutdown_delay_ms);
 }
 
 static int set_queue_max(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
@@ -853,6 +858,7 @@ static const struct directive directives[] = {
     { "error_log", CTX_MAIN, 1, 1, set_error_log, "error_log FILE|stderr;", 5 },
     { "user", CTX_MAIN, 1, 1, set_user, "user NAME;", 6 },
     { "processes", CTX_MAIN, 1, 1, set_processes, "processes N|auto;", 7 },
+    { "shutdown_delay", CTX_MAIN, 1, 1, set_shutdown_delay, "shutdown_delay TIME;", 8 },
     { "app", CTX_LISTEN, 1, 1, set_app, "app NAME;", 0 },
     { "framing", CTX_LISTEN, 1, 1, set_framing, "framing line|length|raw;", 1 },
     { "max_message", CTX_LISTEN, 1, 1, set_max_message, "max_message SIZE;", 2 },
@@ -1289,6 +1295,7 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
     fputs(";\n", out);
     if (conf->user[0] != '\0')
         fprintf(out, "user %s;\n", conf->user);
+    put_time(out, "shutdown_delay", conf->shutdown_delay_ms, "");
     put_time(out, "shutdown_timeout", conf->shutdown_timeout_ms, "");
     put_size(out, "queue_max", conf->queue_max, "");
     for (i = 0; i < conf->nlisten; i++) {

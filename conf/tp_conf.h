@@ -90,6 +90,9 @@ struct tp_conf {
     int processes;                    /* serving processes; -1 = online CPUs; default 1 */
     uint32_t max_connections;         /* default 65536, capped at run time by RLIMIT_NOFILE */
     enum tp_log_level log_level;      /* default info */
+    uint32_t shutdown_delay_ms;       /* a graceful stop serves on this long, app
+                                         metrics's /health answering 503, before
+                                         the listeners close; default 0 */
     uint32_t shutdown_timeout_ms;     /* default 10s */
     uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
     char error_log[TP_CONF_PATH_MAX]; /* log file; "" = stderr (default) */

@@ -50,6 +50,7 @@
 #include "tp_bus.h"
 #include "tp_call.h"
 #include "tp_conf.h"
+#include "tp_metrics.h"
 #include "tp_msg.h"
 #include "tp_pool.h"
 #include "tp_reactor.h"
@@ -93,6 +94,8 @@ struct tp_listener {
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
     tp_ip_table_t *ips;           /* per source address limits; NULL if none */
+    struct tp_metrics_listener *m;  /* its counters in the server's slot;
+                                     reactor writes (TP_METRIC_ADD) */
 };
 
 typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg);
@@ -112,13 +115,24 @@ struct tp_conns {
     enum tp_log_level log_level;
     tp_conns_log_fn *log;         /* NULL: no log */
     void *log_arg;
-    struct tp_stats stats;        /* reactor writes (relaxed atomic stores),
-                                     any thread reads */
+    struct tp_metrics_slot *slot; /* the counters: reactor writes (relaxed
+                                     atomic stores), any thread reads */
+    uint64_t turn_ns;             /* CLOCK_MONOTONIC, once per loop turn */
+    uint32_t turn_stamp;          /* TP_STAMP(turn_ns) */
+    /* Replies written this turn, by the turn that read their messages (this
+     * one, or a few others for those a worker answered); they are timed at
+     * the end of the turn, one clock read for all. */
+    uint64_t written_now;
+    struct { uint32_t stamp; uint64_t n; } written[4];
+    unsigned nwritten;
 };
 
 /* Adds n to a counter; only the reactor thread writes counters. */
-#define TP_STAT_ADD(cs, field, n) \
-    __atomic_store_n(&(cs)->stats.field, (cs)->stats.field + (n), __ATOMIC_RELAXED)
+#define TP_STAT_ADD(cs, field, n) TP_METRIC_ADD(&(cs)->slot->stats.field, (n))
+#define TP_STAT_SET(cs, field, v) TP_METRIC_SET(&(cs)->slot->stats.field, (v))
+
+/* Times the replies counted in cs->written against the clock now. */
+void tp_conns__time_written(struct tp_conns *cs);
 
 /* Logs at level if the conf lets it through. */
 void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)

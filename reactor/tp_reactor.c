@@ -62,7 +62,10 @@
                                     eventfd wake, the message's cache lines moving
                                     between cores) costs more than that here */
 
-enum { STOP_NONE, STOP_GRACEFUL, STOP_NOW };
+/* How far a stop has gone. DELAY: serving on for shutdown_delay while
+ * /health says 503; GRACEFUL: listeners closed (those of an app that
+ * serves_drain stay until every other connection is gone), finishing. */
+enum { STOP_NONE, STOP_DELAY, STOP_GRACEFUL, STOP_NOW };
 
 struct tp_event_src {
     uint8_t source;               /* enum tp_source */
@@ -104,10 +107,13 @@ struct tp_server {
     pthread_t loop_thread;
     uint32_t max_conns;
     struct tp_event_src pool_src, signal_src, stop_src;
-    atomic_int stop_request;      /* any thread writes, reactor reads: 0, 1
-                                     graceful, 2 now */
+    atomic_int stop_request;      /* any thread writes, reactor reads: 0,
+                                     STOP_GRACEFUL, STOP_NOW */
     int stop_state;               /* reactor: how far shutdown has gone */
+    bool drain_closed;            /* reactor: the serves_drain listeners too */
+    int64_t drain_at_ms;          /* STOP_DELAY ends */
     int64_t stop_deadline_ms;
+    tp_metrics_t *own_metrics;    /* when opts.metrics is NULL */
     int64_t last_accept_warn_ms;
     int64_t next_tick_ms;         /* opts.tick_ms: when TP_SERVER_TICK is due */
 };
@@ -116,16 +122,23 @@ struct tp_server {
 
 static void tell(struct tp_server *s, enum tp_server_event ev)
 {
-    if (s->opts.event != NULL)
-        s->opts.event(s->opts.event_arg, ev, &s->cs.stats);
+    struct tp_stats st;
+
+    if (s->opts.event == NULL)
+        return;
+    tp_metrics_snapshot(s->cs.slot, &st);
+    s->opts.event(s->opts.event_arg, ev, &st);
 }
 
-static int64_t clock_ms(void)
+/* The loop turn's time: ns for the message timings, ms for the timers. */
+static void set_clock(struct tp_conns *cs)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    cs->turn_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    cs->turn_stamp = TP_STAMP(cs->turn_ns);
+    cs->now_ms = (int64_t)(cs->turn_ns / 1000000);
 }
 
 static int watch(struct tp_server *s, int fd, void *ptr)
@@ -193,9 +206,9 @@ static void bus_stats(struct tp_server *s)
         del += st.delivered;
         drop += st.dropped;
     }
-    __atomic_store_n(&s->cs.stats.redis_published, pub, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->cs.stats.redis_delivered, del, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->cs.stats.redis_dropped, drop, __ATOMIC_RELAXED);
+    TP_STAT_SET(&s->cs, redis_published, pub);
+    TP_STAT_SET(&s->cs, redis_delivered, del);
+    TP_STAT_SET(&s->cs, redis_dropped, drop);
 }
 
 /* ---- set-up ---- */
@@ -223,6 +236,27 @@ static void set_name(struct tp_listener *l)
         snprintf(l->name, sizeof(l->name), "%.*s:%u", (int)(colon - text), text, l->port);
     else
         snprintf(l->name, sizeof(l->name), "*:%u", l->port);
+}
+
+/* The counters of the listener called name in this process's metrics slot:
+ * one entry per address, kept across reloads (a listener whose settings
+ * changed, and a process restarted in the slot, go on counting where it
+ * was); past TP_CONF_MAX_LISTEN addresses the last entry is shared. The
+ * name is written before the count that makes readers look at it. */
+static struct tp_metrics_listener *metrics_entry(struct tp_server *s, const char *name)
+{
+    struct tp_metrics_slot *slot = s->cs.slot;
+    uint32_t i, n = slot->nlisten;
+
+    for (i = 0; i < n; i++)
+        if (strcmp(slot->listen[i].name, name) == 0)
+            return &slot->listen[i];
+    if (n == TP_CONF_MAX_LISTEN)
+        return &slot->listen[n - 1];
+    for (i = 0; i < sizeof(slot->listen[n].name) && (i == 0 || name[i - 1] != '\0'); i++)
+        __atomic_store_n(&slot->listen[n].name[i], name[i], __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->nlisten, n + 1, __ATOMIC_RELEASE);
+    return &slot->listen[n];
 }
 
 /* A free listener slot, zeroed, marked in use; NULL if every one is. */
@@ -283,7 +317,8 @@ static int slot_setup(struct tp_server *s, struct tp_listener *l,
         snprintf(where, sizeof(where), "%s:%d: ", lc->file, lc->line);
     l->source = TP_SRC_LISTENER;
     l->conf = own;
-    l->env = (struct tp_call_env){ app, NULL, lc->framing, lc->max_message };
+    l->env = (struct tp_call_env){ app, NULL, lc->framing, lc->max_message,
+                                   s->opts.metrics };
     CDS_INIT_LIST_HEAD(&l->conns);
     CDS_INIT_LIST_HEAD(&l->idle);
     CDS_INIT_LIST_HEAD(&l->partial);
@@ -312,6 +347,7 @@ static int slot_setup(struct tp_server *s, struct tp_listener *l,
         return -ENOMEM;
     }
     set_name(l);
+    l->m = metrics_entry(s, l->name);
     if ((rc = open_bus(s, l, own, err, errlen)) < 0)
         return rc;
     l->idle_slack_ms = lc->idle_timeout_ms / 16 < 1000 ? lc->idle_timeout_ms / 16 : 1000;
@@ -371,7 +407,22 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
     s->opts.apps = NULL;          /* the caller's: read below only */
     s->max_conns = conf->max_connections;
     s->stop_src.fd = -1;
-    s->cs.now_ms = clock_ms();
+    if (s->opts.metrics == NULL) {
+        s->own_metrics = s->opts.metrics = tp_metrics_create(1);
+        if (s->own_metrics == NULL || tp_metrics_claim(s->own_metrics, 0) == NULL) {
+            snprintf(err, errlen, "cannot map the counters: %s", strerror(errno));
+            tp_metrics_destroy(s->own_metrics);
+            free(s);
+            return NULL;
+        }
+    }
+    s->cs.slot = tp_metrics_own(s->opts.metrics);
+    if (s->cs.slot == NULL) {
+        snprintf(err, errlen, "the counters have no slot for this process");
+        free(s);
+        return NULL;
+    }
+    set_clock(&s->cs);
     s->cs.log = opts->log;
     s->cs.log_arg = opts->log_arg;
     s->cs.log_level = conf->log_level;
@@ -453,7 +504,7 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
             close(fd);          /* refused: not a byte read, nothing written */
             return true;
         }
-        refuse = s->cs.stats.open >= s->max_conns;
+        refuse = s->cs.slot->stats.open >= s->max_conns;
         if (refuse) {
             TP_STAT_ADD(&s->cs, rejected_max_conn, 1);
             warn_accept(s, l, "max_connections reached, refusing connections");
@@ -473,6 +524,7 @@ static bool accept_one(struct tp_server *s, struct tp_listener *l)
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: out of a resource. Leave the
          * connections in the backlog and try again shortly. */
         TP_STAT_ADD(&s->cs, accept_errors, 1);
+        TP_STAT_ADD(&s->cs, accept_pauses, 1);
         l->paused_until_ms = s->cs.now_ms + ACCEPT_PAUSE_MS;
         warn_accept(s, l, errno == EMFILE || errno == ENFILE
                     ? "accept: out of file descriptors, pausing accepts"
@@ -571,7 +623,10 @@ static int wait_ms(struct tp_server *s)
             next = earliest(next, tp_bus_next_ms(l->bus));
     }
     next = earliest(next, tp_conn__next_linger_check(&s->cs));
-    if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0)
+    if (s->stop_state == STOP_DELAY)
+        next = earliest(next, s->drain_at_ms);
+    if ((s->stop_state == STOP_DELAY || s->stop_state == STOP_GRACEFUL) &&
+        s->conf->shutdown_timeout_ms > 0)
         next = earliest(next, s->stop_deadline_ms);
     if (s->opts.tick_ms > 0)
         next = earliest(next, s->next_tick_ms);
@@ -581,19 +636,27 @@ static int wait_ms(struct tp_server *s)
 
 /* ---- stopping ---- */
 
-static void close_listeners(struct tp_server *s)
+static bool serves_drain(const struct tp_listener *l)
+{
+    return l->env.app->serves_drain;
+}
+
+/* Closes the listeners; with all false, not those that serve the drain. */
+static void close_listeners(struct tp_server *s, bool all)
 {
     size_t i;
 
     for (i = 0; i < s->nslots; i++)
-        if (s->cs.listeners[i].fd >= 0) {
+        if (s->cs.listeners[i].in_use && s->cs.listeners[i].fd >= 0 &&
+            (all || !serves_drain(&s->cs.listeners[i]))) {
             close(s->cs.listeners[i].fd);
             s->cs.listeners[i].fd = -1;
         }
 }
 
-/* Walks slots rather than lists: closing one connection may touch others. */
-static void for_each_open(struct tp_server *s, bool now)
+/* Walks slots rather than lists: closing one connection may touch others.
+ * With all false, the connections of listeners that serve the drain go on. */
+static void for_each_open(struct tp_server *s, bool now, bool all)
 {
     uint32_t i;
 
@@ -602,31 +665,69 @@ static void for_each_open(struct tp_server *s, bool now)
 
         if (now)
             tp_conn_close(&s->cs, c, TP_CLOSE_SHUTDOWN, true);
-        else
+        else if (all || c->state != TP_CONN_READING || !serves_drain(c->l))
             tp_conn__stop(&s->cs, c);
     }
 }
 
-static void begin_stop(struct tp_server *s, int level)
+/* Connections of listeners that do not serve the drain. */
+static uint64_t others_live(const struct tp_server *s)
 {
-    if (level <= s->stop_state)
+    uint64_t n = 0;
+    size_t i;
+
+    for (i = 0; i < s->nslots; i++)
+        if (s->cs.listeners[i].in_use && !serves_drain(&s->cs.listeners[i]))
+            n += s->cs.listeners[i].refs;
+    return n;
+}
+
+/* The delay is over (or there is none): stop accepting, finish. */
+static void begin_drain(struct tp_server *s)
+{
+    s->stop_state = STOP_GRACEFUL;
+    close_listeners(s, false);
+    log_(s, TP_LOG_INFO, "shutting down: finishing %llu connections (signal "
+         "again to stop at once)", (unsigned long long)s->cs.slot->stats.open);
+    for_each_open(s, false, false);
+}
+
+/* Once every other connection is gone, the drain's own listeners go too. */
+static void end_drain(struct tp_server *s)
+{
+    if (s->stop_state != STOP_GRACEFUL || s->drain_closed || others_live(s) > 0)
         return;
-    close_listeners(s);
-    if (s->stop_state == STOP_NONE)
+    s->drain_closed = true;
+    close_listeners(s, true);
+    for_each_open(s, false, true);
+}
+
+static void begin_stop(struct tp_server *s, bool now)
+{
+    if (s->stop_state == STOP_NOW || (!now && s->stop_state != STOP_NONE))
+        return;
+    if (s->stop_state == STOP_NONE) {
+        TP_METRIC_SET(&s->cs.slot->draining, 1);
         tell(s, TP_SERVER_STOPPING);
-    if (level == STOP_GRACEFUL) {
-        s->stop_state = STOP_GRACEFUL;
-        s->stop_deadline_ms = s->cs.now_ms + s->conf->shutdown_timeout_ms;
-        log_(s, TP_LOG_INFO, "shutting down: finishing %llu connections (signal "
-             "again to stop at once)", (unsigned long long)s->cs.stats.open);
-        for_each_open(s, false);
+        s->drain_at_ms = s->cs.now_ms + s->conf->shutdown_delay_ms;
+        s->stop_deadline_ms = s->drain_at_ms + s->conf->shutdown_timeout_ms;
+    }
+    if (now) {
+        s->stop_state = STOP_NOW;
+        close_listeners(s, true);
+        if (s->cs.slot->stats.open > 0)
+            log_(s, TP_LOG_WARN, "stopping now: closing %llu connections",
+                 (unsigned long long)s->cs.slot->stats.open);
+        for_each_open(s, true, true);
         return;
     }
-    s->stop_state = STOP_NOW;
-    if (s->cs.stats.open > 0)
-        log_(s, TP_LOG_WARN, "stopping now: closing %llu connections",
-             (unsigned long long)s->cs.stats.open);
-    for_each_open(s, true);
+    if (s->conf->shutdown_delay_ms > 0) {
+        s->stop_state = STOP_DELAY;
+        log_(s, TP_LOG_INFO, "shutting down in %u ms (shutdown_delay): serving on "
+             "meanwhile, /health answers 503", s->conf->shutdown_delay_ms);
+        return;
+    }
+    begin_drain(s);
 }
 
 void tp_server_stop(tp_server_t *s, bool graceful)
@@ -640,16 +741,17 @@ void tp_server_stop(tp_server_t *s, bool graceful)
         ;
 }
 
+/* The shutdown summary: the counters, as app metrics also serves them. */
 static void log_stats(struct tp_server *s)
 {
-    const struct tp_stats *st = &s->cs.stats;
+    struct tp_stats snap, *st = &snap;
 
-    bus_stats(s);
+    tp_metrics_snapshot(s->cs.slot, &snap);
     log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
          "deny %llu per_ip %llu rate %llu, "
          "messages %llu, bytes in %llu out %llu, closed: peer %llu error %llu "
          "oversize %llu idle %llu read_timeout %llu app %llu shutdown %llu slow %llu, "
-         "lingering %llu (of %llu, %llu cut short)",
+         "lingering %llu (of %llu, %llu cut short), accept errors %llu (%llu pauses)",
          (unsigned long long)st->open, (unsigned long long)st->accepted,
          (unsigned long long)st->rejected_max_conn, (unsigned long long)st->refused_acl,
          (unsigned long long)st->refused_per_ip, (unsigned long long)st->refused_rate,
@@ -663,7 +765,8 @@ static void log_stats(struct tp_server *s)
          (unsigned long long)st->closed_shutdown,
          (unsigned long long)st->closed_slow,
          (unsigned long long)st->lingering, (unsigned long long)st->lingered,
-         (unsigned long long)st->linger_cut);
+         (unsigned long long)st->linger_cut, (unsigned long long)st->accept_errors,
+         (unsigned long long)st->accept_pauses);
     if (st->redis_published + st->redis_delivered + st->redis_dropped > 0)
         log_(s, TP_LOG_INFO, "stats: chat_redis: published %llu, from other instances %llu, "
              "dropped %llu", (unsigned long long)st->redis_published,
@@ -679,7 +782,7 @@ static void on_signals(struct tp_server *s)
         case SIGINT:
         case SIGTERM:
             log_(s, TP_LOG_INFO, "got %s", strsignal((int)si.ssi_signo));
-            begin_stop(s, s->stop_state == STOP_NONE ? STOP_GRACEFUL : STOP_NOW);
+            begin_stop(s, s->stop_state != STOP_NONE);
             break;
         case SIGHUP:
             if (s->opts.event == NULL)
@@ -688,8 +791,7 @@ static void on_signals(struct tp_server *s)
                 s->hup = true;      /* after this turn, at a quiet point */
             break;
         case SIGUSR1:
-            tell(s, TP_SERVER_REOPEN);
-            log_stats(s);
+            tell(s, TP_SERVER_REOPEN);   /* the counters: app metrics */
             break;
         }
     }
@@ -703,13 +805,16 @@ static void on_stop_request(struct tp_server *s)
 
     if (read(s->stop_src.fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
         return;
-    begin_stop(s, atomic_load(&s->stop_request));
+    switch (atomic_load(&s->stop_request)) {
+    case STOP_GRACEFUL: begin_stop(s, false); break;
+    case STOP_NOW: begin_stop(s, true); break;
+    }
     serve_request(s);
 }
 
 static bool finished(const struct tp_server *s)
 {
-    return s->stop_state != STOP_NONE && s->cs.table.live == 0 &&
+    return s->stop_state >= STOP_GRACEFUL && s->cs.table.live == 0 &&
            tp_pool_inflight(s->cs.pool) == 0 && s->old_pools == NULL;
 }
 
@@ -1121,12 +1226,16 @@ static void turn(struct tp_server *s, bool pool_ready)
     }
     tp_conn__check_lingering(&s->cs);
     sweep_retired(s);
-    if (s->stop_state == STOP_GRACEFUL && s->conf->shutdown_timeout_ms > 0 &&
-        s->cs.now_ms >= s->stop_deadline_ms) {
+    if (s->stop_state == STOP_DELAY && s->cs.now_ms >= s->drain_at_ms)
+        begin_drain(s);
+    if ((s->stop_state == STOP_DELAY || s->stop_state == STOP_GRACEFUL) &&
+        s->conf->shutdown_timeout_ms > 0 && s->cs.now_ms >= s->stop_deadline_ms) {
         log_(s, TP_LOG_WARN, "shutdown_timeout passed");
-        begin_stop(s, STOP_NOW);
+        begin_stop(s, true);
     }
+    end_drain(s);
     publish(s);
+    TP_STAT_SET(&s->cs, queued_bytes, tp_pool_backlog(s->cs.pool));
 }
 
 static void log_start(struct tp_server *s)
@@ -1144,7 +1253,7 @@ int tp_server_run(tp_server_t *s)
     int n, i;
 
     log_start(s);
-    s->cs.now_ms = clock_ms();
+    set_clock(&s->cs);
     s->next_tick_ms = s->cs.now_ms + s->opts.tick_ms;
     pthread_mutex_lock(&s->lock);
     s->loop_thread = pthread_self();
@@ -1158,12 +1267,13 @@ int tp_server_run(tp_server_t *s)
             leave_loop(s);
             return n;
         }
-        s->cs.now_ms = clock_ms();
+        set_clock(&s->cs);
         tp_conn__new_turn(&s->cs);
         pool_ready = false;
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);
         turn(s, pool_ready);
+        tp_conns__time_written(&s->cs);
         if (s->hup) {
             s->hup = false;
             if (s->stop_state == STOP_NONE)
@@ -1175,6 +1285,7 @@ int tp_server_run(tp_server_t *s)
             tell(s, TP_SERVER_TICK);
         }
     }
+    close_listeners(s, true);
     leave_loop(s);
     log_stats(s);
     return 0;
@@ -1189,12 +1300,7 @@ uint16_t tp_server_port(const tp_server_t *s, size_t i)
 
 void tp_server_stats(const tp_server_t *s, struct tp_stats *out)
 {
-    const uint64_t *from = (const uint64_t *)&s->cs.stats;
-    uint64_t *to = (uint64_t *)out;
-    size_t i;
-
-    for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+    tp_metrics_snapshot(s->cs.slot, out);
 }
 
 void tp_server_destroy(tp_server_t *s)
@@ -1206,7 +1312,7 @@ void tp_server_destroy(tp_server_t *s)
     /* After a normal run every slot is free. Otherwise close what is left;
      * app->close calls staged now die with the pool, unrun. */
     if (s->cs.table.chunks != NULL && s->cs.pool != NULL)
-        for_each_open(s, true);
+        for_each_open(s, true, true);
     tp_pool_destroy(s->cs.pool);
     while (s->old_pools != NULL) {
         struct old_pool *o = s->old_pools;
@@ -1215,7 +1321,7 @@ void tp_server_destroy(tp_server_t *s)
         tp_pool_destroy(o->pool);
         free(o);
     }
-    close_listeners(s);
+    close_listeners(s, true);
     for (i = s->nslots; i-- > 0;)
         if (s->cs.listeners[i].in_use)
             slot_free(s, &s->cs.listeners[i]);
@@ -1229,5 +1335,6 @@ void tp_server_destroy(tp_server_t *s)
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s->conf);
+    tp_metrics_destroy(s->own_metrics);
     free(s);
 }

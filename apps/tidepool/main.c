@@ -40,6 +40,8 @@ struct options {
 static enum tp_log_level log_level = TP_LOG_INFO;
 static char proc_tag[16];     /* "#2 " in serving process 2 of several */
 static const char *conf_path; /* -c FILE, re-read on SIGHUP; NULL: built-in */
+static tp_metrics_t *metrics; /* the counters: a slot per serving process,
+                                 mapped before the master forks */
 
 /* One line to stderr, written with one call so lines never interleave. */
 static void log_line(void *arg, enum tp_log_level level, const char *msg)
@@ -87,8 +89,9 @@ static void usage(FILE *to)
             "  -v       print the version and exit\n"
             "  -h       print this help and exit\n"
             "signals: TERM/INT stop gracefully (twice: at once), USR1 reopens the\n"
-            "         error_log file (for logrotate) and logs the counters,\n"
-            "         HUP re-reads FILE and serves it without dropping a connection\n");
+            "         error_log file (for logrotate), HUP re-reads FILE and serves it\n"
+            "         without dropping a connection; the counters: app metrics, and\n"
+            "         the last line logged at a stop\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -550,6 +553,10 @@ static int serve(struct tp_conf *conf, unsigned index, int ready_fd)
     events.index = index;
     events.ready_fd = ready_fd;
     opts.tick_ms = tp_notify_init(&events.notify, log_line, NULL);
+    if ((opts.metrics = metrics) != NULL && tp_metrics_claim(metrics, index > 0 ? index - 1 : 0) == NULL) {
+        logf_(TP_LOG_ERROR, "no counter slot for process #%u", index);
+        return 1;
+    }
     opts.signal_fd = signals_fd();
     if (opts.signal_fd < 0) {
         logf_(TP_LOG_ERROR, "signalfd: %s", strerror(errno));
@@ -603,9 +610,14 @@ int main(int argc, char **argv)
     }
     fit_fd_limit(&conf);
     nprocs = tp_conf_processes(&conf);
+    if ((metrics = tp_metrics_create(nprocs > 1 ? nprocs : 1)) == NULL) {
+        fprintf(stderr, "tidepool: cannot map the counters: %s\n", strerror(errno));
+        return 1;
+    }
     if (nprocs <= 1)
         return serve(&conf, 0, -1);
     events.conf = &conf;
     tp_notify_init(&events.notify, log_line, NULL);
-    return tp_master_run(&conf, nprocs, serve, master_read_conf, &events.notify, log_line);
+    return tp_master_run(&conf, nprocs, serve, master_read_conf, &events.notify, log_line,
+                         metrics);
 }

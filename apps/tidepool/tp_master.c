@@ -46,6 +46,7 @@ struct master {
     tp_reload_conf_fn *read_conf;
     struct tp_notify *notify;
     tp_log_fn *log;
+    tp_metrics_t *metrics;
     struct child kids[MAX_PROCS];
     int sigfd;
     bool stopping, said_ready, failed;
@@ -205,6 +206,7 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
     c = &m->kids[i];
     c->pid = 0;
     reload_answered(m, c, false);
+    tp_metrics_release(m->metrics, i);   /* its connections died with it */
     if (c->ready_fd >= 0) {
         close(c->ready_fd);
         c->ready_fd = -1;
@@ -335,7 +337,8 @@ static void on_ready(struct master *m, unsigned i)
 }
 
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  tp_reload_conf_fn *read_conf, struct tp_notify *notify_state, tp_log_fn *log)
+                  tp_reload_conf_fn *read_conf, struct tp_notify *notify_state, tp_log_fn *log,
+                  tp_metrics_t *metrics)
 {
     static struct master m;
     struct pollfd pfd[1 + MAX_PROCS];
@@ -346,7 +349,7 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
 
     m = (struct master){ .conf = conf, .n = nprocs < MAX_PROCS ? nprocs : MAX_PROCS,
                          .serve = serve, .read_conf = read_conf, .notify = notify_state,
-                         .log = log, .self = getpid() };
+                         .log = log, .metrics = metrics, .self = getpid() };
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "tp_conf.h"
+#include "tp_metrics.h"
 #include "tp_notify.h"
 
 /* Runs one serving process: index 1..N; ready_fd gets 'r' once it serves
@@ -35,9 +36,12 @@ typedef struct tp_conf *tp_reload_conf_fn(const struct tp_conf *cur, char *err,
  * started from then on, and each running process gets the SIGHUP and
  * reloads itself, then reports 'h' (took it) or 'f' (refused it) on the
  * pipe it said 'r' (ready) on; READY=1 goes to systemd once every one has
- * (or died, or 10 s passed). Returns the exit status: 0 after a stop asked for by a
- * signal. */
+ * (or died, or 10 s passed). metrics has a slot per process (process #i
+ * holds slot i - 1); when one dies its slot's gauges are zeroed and the
+ * counters kept for the process restarted in it. Returns the exit status: 0
+ * after a stop asked for by a signal. */
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  tp_reload_conf_fn *read_conf, struct tp_notify *notify, tp_log_fn *log);
+                  tp_reload_conf_fn *read_conf, struct tp_notify *notify, tp_log_fn *log,
+                  tp_metrics_t *metrics);
 
 #endif /* TP_MASTER_H */

@@ -161,6 +161,8 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(conf.max_connections, def.max_connections);
     cr_expect_eq(conf.log_level, def.log_level);
     cr_expect_eq(conf.shutdown_timeout_ms, def.shutdown_timeout_ms);
+    cr_expect_eq(conf.shutdown_delay_ms, def.shutdown_delay_ms);
+    cr_expect_eq(def.shutdown_delay_ms, 0);
     cr_expect_eq(conf.queue_max, def.queue_max);
     cr_assert_eq(conf.nlisten, 1);
     cr_expect_str_eq(a->addr_text, b->addr_text);
@@ -422,6 +424,9 @@ Test(conf, duplicates)
     expect_error("workers 1;\nlisten 7000;\nworkers 2;\n", 3, "\"workers\" is duplicate (first at ");
     cr_expect(strstr(err, "t.conf:1)") != NULL, "%s", err);
     expect_error("listen 7000 {\n  app echo;\n  app upper;\n}\n", 3, "is duplicate");
+    expect_error("shutdown_delay 1s;\nlisten 7000;\nshutdown_delay 2s;\n", 3,
+                 "\"shutdown_delay\" is duplicate (first at ");
+    expect_error("listen 7000;\nshutdown_delay soon;\n", 2, "shutdown_delay");
     expect_error("listen 127.0.0.1:7000;\nlisten 127.0.0.1:7000;\n", 2,
                  "duplicate listen \"127.0.0.1:7000\" (first at ");
     /* The same directive in two blocks is fine; two port-0 listeners too. */
@@ -563,7 +568,7 @@ Test(conf, dump_loads_back_to_the_same_values)
     FILE *mem;
 
     cr_assert_eq(load("workers 3;\nprocesses 2;\nmax_connections 100;\nlog_level debug;\n"
-                      "shutdown_timeout 1m30s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
+                      "shutdown_timeout 1m30s;\nshutdown_delay 4s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
                       "user nobody;\n"
                       "listen [::1]:7001 {\n  app upper;\n  framing length;\n  max_message 100k;\n"
                       "  idle_timeout 0;\n  read_timeout 1500ms;\n  send_buffer_max 65537;\n"
@@ -587,6 +592,8 @@ Test(conf, dump_loads_back_to_the_same_values)
     cr_expect_eq(conf.max_connections, first.max_connections);
     cr_expect_eq(conf.log_level, first.log_level);
     cr_expect_eq(conf.shutdown_timeout_ms, first.shutdown_timeout_ms);
+    cr_expect_eq(conf.shutdown_delay_ms, 4000);
+    cr_expect_eq(conf.shutdown_delay_ms, first.shutdown_delay_ms);
     cr_expect_eq(conf.queue_max, first.queue_max);
     cr_expect_str_eq(conf.error_log, first.error_log);
     cr_expect_str_eq(conf.user, first.user);
