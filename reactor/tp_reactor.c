@@ -746,6 +746,7 @@ static void log_stats(struct tp_server *s)
 {
     struct tp_stats snap, *st = &snap;
 
+    bus_stats(s);
     tp_metrics_snapshot(s->cs.slot, &snap);
     log_(s, TP_LOG_INFO, "stats: open %llu, accepted %llu, refused: max_connections %llu "
          "deny %llu per_ip %llu rate %llu, "

@@ -1228,19 +1228,6 @@ static size_t read_until_eof(int fd, char *buf, size_t cap, bool *reset)
     return got;
 }
 
-/* Bytes read but not yet written back, by the last stats line. */
-static unsigned long long in_flight(const char *log)
-{
-    unsigned long long in = 0, out = 0;
-    const char *at = NULL;
-
-    for (const char *p = strstr(log, "bytes in "); p != NULL; p = strstr(p + 1, "bytes in "))
-        at = p;
-    if (at == NULL || sscanf(at, "bytes in %llu out %llu", &in, &out) != 2)
-        return 0;
-    return in - out;
-}
-
 /* A client pipelines past send_buffer_max, so replies are still unsent when
  * SIGTERM comes: it gets every reply it is owed, then the shutdown_message
  * line, then EOF. */
@@ -1249,8 +1236,12 @@ Test(tidepool, sigterm_sends_shutdown_message_after_the_last_reply)
     static const char bye[] = "server going down, \"bye\"\n";
     struct proc p;
     uint16_t port = start(&p, put("t.conf", "listen 127.0.0.1:0 {\n"
-                                  "    shutdown_message 'server going down, \"bye\"';\n}\n"));
+                                  "    shutdown_message 'server going down, \"bye\"';\n}\n"
+                                  "listen 127.0.0.1:0 { app metrics; }\n"));
+    uint16_t metrics = port_of_app(&p, "metrics");
     static char in[64u << 20], want[64 * 1024];
+    char bytes_in[128], bytes_out[128];
+    unsigned long long scrapes = 0, out;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int fd = socket(AF_INET, SOCK_STREAM, 0), rcvbuf = 32 * 1024;
@@ -1263,18 +1254,24 @@ Test(tidepool, sigterm_sends_shutdown_message_after_the_last_reply)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     cr_assert_eq(pthread_create(&th, NULL, flood_main, &f), 0);
-    for (int i = 0; i < 200 && last_count(p.log, "bytes in ") < (2u << 20); i++) {
-        kill(p.pid, SIGUSR1);
+    snprintf(bytes_in, sizeof(bytes_in),
+             "tidepool_bytes_total{listener=\"127.0.0.1:%u\",direction=\"in\"}", port);
+    snprintf(bytes_out, sizeof(bytes_out),
+             "tidepool_bytes_total{listener=\"127.0.0.1:%u\",direction=\"out\"}", port);
+    for (int i = 0; i < 200 && (scrapes++, scrape(metrics, bytes_in) < (2u << 20)); i++)
         wait_log(&p, "\1never", 50);
-    }
-    cr_assert_geq(in_flight(p.log), 64u << 10, "no replies in flight: %s", p.log);
+    scrapes += 2;
+    out = scrape(metrics, bytes_out);     /* first: in - out never undercounts */
+    cr_assert_geq(scrape(metrics, bytes_in) - out, 64u << 10, "no replies in flight: %s",
+                  p.log);
     kill(p.pid, SIGTERM);
     atomic_store(&f.stop, 1);
     pthread_join(th, NULL);
     got = read_until_eof(fd, in, sizeof(in), &reset);
     close(fd);
     cr_assert_eq(finish(&p, 15000), 0, "%s", p.log);
-    msgs = last_count(strstr(p.log, "[info] stopped") ? p.log : "", "messages ");
+    /* The stop's counters are over both listeners: a scrape is a message. */
+    msgs = last_count(strstr(p.log, "[info] stopped") ? p.log : "", "messages ") - scrapes;
     owed = (size_t)msgs * 64;
     cr_assert_not(reset, "reset after %zu bytes", got);
     cr_assert_eq(got, owed + strlen(bye), "got %zu bytes, owed %zu and the message: %s", got,
