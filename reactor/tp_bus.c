@@ -181,27 +181,45 @@ static void link_lost(struct link *l, const char *why)
 
 static void on_message(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Redis answered: the link works (a connect alone can land in the backlog of
+ * a server that is going away). */
+static void link_up(struct link *l, const char *what)
+{
+    struct tp_bus *b = l->bus;
+
+    b->st.connects++;
+    l->up = true;
+    l->backoff_ms = 0;
+    if (l->lost_logged)
+        say(b, TP_LOG_INFO, "%s: %s", link_name(l), what);
+    l->lost_logged = false;
+}
+
+static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redisReply *r = reply;
+
+    (void)ac;
+    if (r != NULL && r->type == REDIS_REPLY_STATUS)
+        link_up(priv, "connected again");
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct link *l = ac->ev.data;
     struct tp_bus *b = l->bus;
+    int rc;
 
     if (status != REDIS_OK) {
         link_lost(l, ac->errstr[0] != '\0' ? ac->errstr : "connect failed");
         return;
     }
-    b->st.connects++;
-    l->backoff_ms = 0;
-    if (!l->is_sub) {
-        l->up = true;
-        if (l->lost_logged)
-            say(b, TP_LOG_INFO, "publisher: connected again");
-        l->lost_logged = false;
-        return;
-    }
-    /* on_message runs for the confirmation, then for every message. */
-    if (redisAsyncCommand(l->ac, on_message, l, "SUBSCRIBE %b", b->channel,
-                          strlen(b->channel)) != REDIS_OK)
+    /* Publisher: up once PING is answered. Subscriber: on_message runs for
+     * the confirmation (up), then for every message. */
+    rc = l->is_sub ? redisAsyncCommand(l->ac, on_message, l, "SUBSCRIBE %b", b->channel,
+                                       strlen(b->channel))
+                   : redisAsyncCommand(l->ac, on_pong, l, "PING");
+    if (rc != REDIS_OK)
         redisAsyncDisconnect(l->ac);
 }
 
@@ -277,11 +295,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
     if (kind->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(kind->str, "subscribe") == 0) {
-        l->up = true;
-        if (l->lost_logged)
-            say(b, TP_LOG_INFO, "subscriber: subscribed again (lines published meanwhile "
-                "by other instances did not reach this one)");
-        l->lost_logged = false;
+        link_up(l, "subscribed again (lines published meanwhile by other instances did "
+                "not reach this one)");
         return;
     }
     if (strcmp(kind->str, "message") != 0 || body->type != REDIS_REPLY_STRING || body->len == 0)
