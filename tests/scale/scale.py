@@ -29,6 +29,20 @@ class Failure(Exception):
     pass
 
 
+def scrape(port, name):
+    """The value of the sample `name` (with its labels, as written) in the
+    Prometheus text app metrics serves on port, or None."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def check(cond, what):
     if not cond:
         raise Failure(what)
@@ -77,16 +91,6 @@ class Instance:
             self.proc.kill()
             self.proc.wait()
             raise Failure(f"{self.name} did not exit within {timeout} s: {self.log()}")
-
-    def stats(self, key):
-        """A figure of the stats line it logged at its last stop, or None."""
-        for line in self.log().splitlines():
-            if "stats:" in line:
-                words = line.split("stats:", 1)[1].replace(",", " ").split()
-                for i, w in enumerate(words[:-1]):
-                    if w == key and words[i + 1].isdigit():
-                        return int(words[i + 1])
-        return None
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
