@@ -1006,6 +1006,7 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
         ref->shared = m;
         ref->len = m->len;
         m->refs++;
+        cs->refs_unwritten++;
         queue_out(cs, c, ref);
     }
     if (--m->refs == 0)

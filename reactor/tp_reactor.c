@@ -335,12 +335,14 @@ static void take_replies(struct tp_server *s, bool clear)
         tp_conn__reply(&s->cs, m);
 }
 
-static void publish(struct tp_server *s);
+static void publish(struct tp_server *s, bool writes);
 
 static void run_list(struct tp_server *s, enum tp_table_list which)
 {
     struct tp_conn *c, *walk = tp_table_take(&s->cs.table, which);
 
+    if (which == TP_LIST_DIRTY)
+        s->cs.refs_unwritten = 0;
     while ((c = tp_table_pop(&walk, which)) != NULL) {
         if (which == TP_LIST_DIRTY) {
             tp_conn__flush(&s->cs, c);
@@ -348,7 +350,7 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
             /* As after a connection's event: answer what runs here while
              * its bytes are in cache, not after every other connection's. */
             tp_conn__resume(&s->cs, c);
-            publish(s);
+            publish(s, false);
         }
     }
 }
@@ -356,14 +358,21 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
 /* Publishes what was staged for the pool. Work run here (cheap work, or all
  * of it with workers 0) has its replies ready at once, and they may stage
  * more (the next batch of a connection) or give other connections output:
- * go on until nothing is left. */
-static void publish(struct tp_server *s)
+ * go on until nothing is left. Output for other connections (the dirty
+ * list) is written when writes is set (the end of the turn), or before if
+ * broadcasts have queued many slots (tp_conn__defer_writes). */
+static void publish(struct tp_server *s, bool writes)
 {
     for (;;) {
-        if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
+        if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY) &&
+            (writes || !tp_conn__defer_writes(&s->cs)))
             run_list(s, TP_LIST_DIRTY);
-        if (tp_pool_flush(s->cs.pool) == 0)
+        if (tp_pool_flush(s->cs.pool) == 0) {
+            /* Writing may have queued more (a shutdown_message). */
+            if (writes && !tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
+                continue;
             return;
+        }
         take_replies(s, false);
     }
 }
@@ -534,7 +543,7 @@ static void on_event(struct tp_server *s, const struct epoll_event *ev, bool *po
         tp_conn__event(&s->cs, ev->data.ptr, ev->events);
         /* Answer now what runs here, while the connection is in cache, and
          * let the workers start on the rest. */
-        publish(s);
+        publish(s, false);
         break;
     case TP_SRC_LISTENER:
         ((struct tp_listener *)ev->data.ptr)->ready = true;
@@ -569,7 +578,7 @@ static void turn(struct tp_server *s, bool pool_ready)
         log_(s, TP_LOG_WARN, "shutdown_timeout passed");
         begin_stop(s, STOP_NOW);
     }
-    publish(s);
+    publish(s, true);
 }
 
 static void log_start(struct tp_server *s)
