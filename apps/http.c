@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tp_apps.h"
 #include "tp_http.h"
@@ -28,27 +27,6 @@ struct http_state {
     char length[48];             /* "Content-Length: N\r\n" of the 200 */
     size_t length_len;
 };
-
-/* The IMF-fixdate of RFC 9110 section 5.6.7, formatted once a second per
- * thread (each worker and the reactor keep their own: no lock). */
-static _Thread_local struct { time_t sec; char text[64]; } date_cache = { -1, "" };
-
-static const char *http_date(void)
-{
-    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-    time_t now = time(NULL);
-    struct tm tm;
-
-    if (now != date_cache.sec && gmtime_r(&now, &tm) != NULL) {
-        snprintf(date_cache.text, sizeof(date_cache.text), "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
-                 (tm.tm_year + 1900) % 10000, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        date_cache.sec = now;
-    }
-    return date_cache.text;
-}
 
 static int http_init(void **state, const struct tp_listen_conf *conf)
 {
@@ -90,7 +68,7 @@ static char *start_reply(char *to, unsigned status)
     *to++ = ' ';
     to = put(to, reason, strlen(reason));
     to = PUT_LIT(to, "\r\nServer: tidepool\r\nDate: ");
-    to = put(to, http_date(), DATE_LEN);
+    to = put(to, tp_http_date(), DATE_LEN);
     return PUT_LIT(to, "\r\nContent-Type: text/plain\r\n");
 }
 

@@ -4,8 +4,8 @@
 #include <string.h>
 
 static const struct tp_app *const apps[] = { &tp_app_echo, &tp_app_upper, &tp_app_http,
-                                              &tp_app_chat };
-static const char *const names[] = { "echo", "upper", "http", "chat", NULL };
+                                              &tp_app_chat, &tp_app_metrics };
+static const char *const names[] = { "echo", "upper", "http", "chat", "metrics", NULL };
 
 const struct tp_app *tp_apps_find(const char *name)
 {

@@ -8,6 +8,7 @@ extern const struct tp_app tp_app_echo;
 extern const struct tp_app tp_app_upper;
 extern const struct tp_app tp_app_http;
 extern const struct tp_app tp_app_chat;
+extern const struct tp_app tp_app_metrics;
 
 /* The app called name, or NULL. */
 const struct tp_app *tp_apps_find(const char *name);

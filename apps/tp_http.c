@@ -5,7 +5,9 @@
  * they were cut: the split tests and the fuzz harness hold it to that. */
 #include "tp_http.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 enum { ST_START, ST_FIELDS, ST_DONE, ST_ERROR };
 
@@ -300,6 +302,7 @@ const char *tp_http_reason(unsigned status)
     switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
@@ -307,7 +310,29 @@ const char *tp_http_reason(unsigned status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
     }
     return "Unknown";
+}
+
+/* Formatted once a second per thread (each worker and the reactor keep
+ * their own: no lock). */
+static _Thread_local struct { time_t sec; char text[64]; } date_cache = { -1, "" };
+
+const char *tp_http_date(void)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != date_cache.sec && gmtime_r(&now, &tm) != NULL) {
+        snprintf(date_cache.text, sizeof(date_cache.text), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
+                 (tm.tm_year + 1900) % 10000, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        date_cache.sec = now;
+    }
+    return date_cache.text;
 }

@@ -83,4 +83,9 @@ ssize_t tp_http_parse(struct tp_http_parser *p, const char *buf, size_t len, siz
  * "Unknown". */
 const char *tp_http_reason(unsigned status);
 
+/* Now as the IMF-fixdate of RFC 9110 section 5.6.7, for the Date field
+ * ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes). Valid on this thread until
+ * its next call. Any thread. */
+const char *tp_http_date(void);
+
 #endif /* TP_HTTP_H */

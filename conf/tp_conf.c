@@ -42,6 +42,7 @@ void tp_conf_listen_init(struct tp_listen_conf *l)
     l->backlog = 4096;
     l->reuseport = false;
     l->tcp_nodelay = true;
+    strcpy(l->chat_channel, "tidepool");
 }
 
 static void init_globals(struct tp_conf *conf)
@@ -330,7 +331,7 @@ struct parser {
     char *err;
     size_t errlen;
     int depth;
-    struct place globals_seen[8];
+    struct place globals_seen[16];
     struct place listen_seen[TP_CONF_MAX_LISTEN];
 };
 
@@ -527,11 +528,18 @@ static int set_workers(struct parser *p, const struct stmt *st, struct tp_listen
     return 0;
 }
 
+static void note_place(struct tp_conf_place *at, const struct stmt *st)
+{
+    snprintf(at->file, sizeof(at->file), "%s", st->file);
+    at->line = st->line;
+}
+
 static int set_processes(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     uint64_t v;
     int n;
 
+    note_place(&p->conf->processes_at, st);
     if (strcmp(st->args[0], "auto") == 0) {
         p->conf->processes = -1;
         return 0;
@@ -568,6 +576,11 @@ static int set_log_level(struct parser *p, const struct stmt *st, struct tp_list
 static int set_shutdown_timeout(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
 {
     return get_time(p, st, &p->conf->shutdown_timeout_ms);
+}
+
+static int set_shutdown_delay(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    return get_time(p, st, &p->conf->shutdown_delay_ms);
 }
 
 static int set_queue_max(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
@@ -646,6 +659,53 @@ static int set_shutdown_message(struct parser *p, const struct stmt *st,
         return bad_value(p, st, 0, "one line of at most 512 bytes (\"\" for none)");
     memcpy(l->shutdown_message, st->args[0], n + 1);
     l->shutdown_message_len = (uint32_t)n;
+    return 0;
+}
+
+/* "off" or a numeric ADDR:PORT (no name: resolving would block the reactor
+ * at each reconnect; no wildcard: it is where to connect). */
+static int set_chat_redis(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    static struct tp_listen_conf tmp;   /* large; the parser is single-threaded */
+    const void *ip;
+    int port;
+
+    l->chat_redis_line = st->line;
+    if (strcmp(st->args[0], "off") == 0) {
+        l->chat_redis_host[0] = '\0';
+        l->chat_redis_port = 0;
+        return 0;
+    }
+    if (tp_conf_parse_addr(st->args[0], &tmp) < 0 || strchr(st->args[0], ':') == NULL ||
+        st->args[0][0] == '*')
+        return bad_value(p, st, 0, "\"off\" or the Redis server as IP:PORT or [IPv6]:PORT");
+    if (tmp.addr.ss_family == AF_INET) {
+        ip = &((struct sockaddr_in *)&tmp.addr)->sin_addr;
+        port = ntohs(((struct sockaddr_in *)&tmp.addr)->sin_port);
+    } else {
+        ip = &((struct sockaddr_in6 *)&tmp.addr)->sin6_addr;
+        port = ntohs(((struct sockaddr_in6 *)&tmp.addr)->sin6_port);
+    }
+    if (port == 0)
+        return bad_value(p, st, 0, "a port 1..65535");
+    inet_ntop(tmp.addr.ss_family, ip, l->chat_redis_host, sizeof(l->chat_redis_host));
+    l->chat_redis_port = (uint16_t)port;
+    return 0;
+}
+
+/* A Redis channel name: printable, no space (it goes in a RESP bulk string,
+ * so any byte would do; these keep logs and -T readable). */
+static int set_chat_channel(struct parser *p, const struct stmt *st, struct tp_listen_conf *l)
+{
+    size_t n = strlen(st->args[0]);
+    const char *s;
+
+    for (s = st->args[0]; *s != '\0'; s++)
+        if (*s <= ' ' || *s == 0x7f)
+            break;
+    if (n == 0 || n > TP_CONF_CHANNEL_MAX || *s != '\0')
+        return bad_value(p, st, 0, "a channel name of 1..128 printable bytes, no space");
+    memcpy(l->chat_channel, st->args[0], n + 1);
     return 0;
 }
 
@@ -763,6 +823,7 @@ static int set_error_log(struct parser *p, const struct stmt *st, struct tp_list
 {
     const char *v = st->args[0];
 
+    note_place(&p->conf->error_log_at, st);
     if (strcmp(v, "stderr") == 0) {
         p->conf->error_log[0] = '\0';
         return 0;
@@ -778,6 +839,7 @@ static int set_user(struct parser *p, const struct stmt *st, struct tp_listen_co
     const char *v = st->args[0];
     size_t i, n = strlen(v);
 
+    note_place(&p->conf->user_at, st);
     for (i = 0; i < n; i++)
         if (!(isalnum((unsigned char)v[i]) || v[i] == '_' || v[i] == '-' || v[i] == '.'))
             break;
@@ -796,6 +858,7 @@ static const struct directive directives[] = {
     { "error_log", CTX_MAIN, 1, 1, set_error_log, "error_log FILE|stderr;", 5 },
     { "user", CTX_MAIN, 1, 1, set_user, "user NAME;", 6 },
     { "processes", CTX_MAIN, 1, 1, set_processes, "processes N|auto;", 7 },
+    { "shutdown_delay", CTX_MAIN, 1, 1, set_shutdown_delay, "shutdown_delay TIME;", 8 },
     { "app", CTX_LISTEN, 1, 1, set_app, "app NAME;", 0 },
     { "framing", CTX_LISTEN, 1, 1, set_framing, "framing line|length|raw;", 1 },
     { "max_message", CTX_LISTEN, 1, 1, set_max_message, "max_message SIZE;", 2 },
@@ -819,6 +882,8 @@ static const struct directive directives[] = {
     { "join_notice", CTX_LISTEN, 1, 1, set_join_notice, "join_notice on|off;", 15 },
     { "shutdown_message", CTX_LISTEN, 1, 1, set_shutdown_message,
       "shutdown_message TEXT;", 16 },
+    { "chat_redis", CTX_LISTEN, 1, 1, set_chat_redis, "chat_redis off|ADDR:PORT;", 19 },
+    { "chat_channel", CTX_LISTEN, 1, 1, set_chat_channel, "chat_channel NAME;", 20 },
     { "listen", CTX_MAIN, 1, 1, NULL, "listen ADDR:PORT { ... }", -1 },
     { "include", CTX_MAIN | CTX_LISTEN, 1, 1, NULL, "include FILE;", -1 },
 };
@@ -1230,6 +1295,7 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
     fputs(";\n", out);
     if (conf->user[0] != '\0')
         fprintf(out, "user %s;\n", conf->user);
+    put_time(out, "shutdown_delay", conf->shutdown_delay_ms, "");
     put_time(out, "shutdown_timeout", conf->shutdown_timeout_ms, "");
     put_size(out, "queue_max", conf->queue_max, "");
     for (i = 0; i < conf->nlisten; i++) {
@@ -1251,6 +1317,15 @@ int tp_conf_dump(const struct tp_conf *conf, FILE *out)
         fprintf(out, ";\n    chat_prefix %s;\n    join_notice %s;\n    shutdown_message ",
                 l->chat_prefix ? "on" : "off", l->join_notice ? "on" : "off");
         put_quoted(out, l->shutdown_message);
+        fputs(";\n", out);
+        if (l->chat_redis_host[0] == '\0')
+            fputs("    chat_redis off;\n", out);
+        else if (strchr(l->chat_redis_host, ':') != NULL)
+            fprintf(out, "    chat_redis [%s]:%u;\n", l->chat_redis_host, l->chat_redis_port);
+        else
+            fprintf(out, "    chat_redis %s:%u;\n", l->chat_redis_host, l->chat_redis_port);
+        fputs("    chat_channel ", out);
+        put_quoted(out, l->chat_channel);
         fputs(";\n", out);
         fprintf(out, "    backlog %d;\n    reuseport %s;\n    tcp_nodelay %s;\n", l->backlog,
                 l->reuseport ? "on" : "off", l->tcp_nodelay ? "on" : "off");

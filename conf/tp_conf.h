@@ -16,6 +16,7 @@
 #define TP_CONF_NAME_MAX 32
 #define TP_CONF_PATH_MAX 256
 #define TP_CONF_HTTP_BODY_MAX 4096
+#define TP_CONF_CHANNEL_MAX 128
 #define TP_CONF_SHUTDOWN_MESSAGE_MAX 512
 
 enum tp_framing { TP_FRAMING_LINE, TP_FRAMING_LENGTH, TP_FRAMING_RAW, TP_FRAMING_HTTP };
@@ -67,8 +68,21 @@ struct tp_listen_conf {
                                          to each client at a graceful stop after
                                          its last reply; "" = none (default) */
     uint32_t shutdown_message_len;
+    char chat_redis_host[48];         /* app chat: the Redis server that links this
+                                         room with other instances' (pub/sub), as
+                                         a numeric address; "" = off (default) */
+    uint16_t chat_redis_port;
+    int chat_redis_line;              /* line of `chat_redis`; 0 if not given */
+    char chat_channel[TP_CONF_CHANNEL_MAX + 1];  /* its channel; default "tidepool" */
     char file[TP_CONF_PATH_MAX];      /* where the block starts, for later errors */
     int line;                         /* ("port in use"); "" and 0 for the default */
+};
+
+/* Where a directive was written, for messages after the load (a reload's
+ * "needs a restart"); "" and 0 when the conf does not have it. */
+struct tp_conf_place {
+    char file[TP_CONF_PATH_MAX];
+    int line;
 };
 
 struct tp_conf {
@@ -76,10 +90,14 @@ struct tp_conf {
     int processes;                    /* serving processes; -1 = online CPUs; default 1 */
     uint32_t max_connections;         /* default 65536, capped at run time by RLIMIT_NOFILE */
     enum tp_log_level log_level;      /* default info */
+    uint32_t shutdown_delay_ms;       /* a graceful stop serves on this long, app
+                                         metrics's /health answering 503, before
+                                         the listeners close; default 0 */
     uint32_t shutdown_timeout_ms;     /* default 10s */
     uint64_t queue_max;               /* bytes at workers before reading pauses; default 64m */
     char error_log[TP_CONF_PATH_MAX]; /* log file; "" = stderr (default) */
     char user[TP_CONF_NAME_MAX];      /* drop root to this user after binding; "" = stay */
+    struct tp_conf_place processes_at, user_at, error_log_at;  /* the directives */
     size_t nlisten;
     struct tp_listen_conf listen[TP_CONF_MAX_LISTEN];
 };

@@ -83,6 +83,14 @@ struct tp_pool {
     struct tp_msg_list stage, done;
 };
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static long futex(atomic_int *word, int op, int val)
 {
     return syscall(SYS_futex, (int *)word, op, val, NULL, NULL, 0);
@@ -124,11 +132,14 @@ static void worker_run_batch(struct worker *w, struct __cds_wfcq_head *h,
     struct cds_wfcq_node *node;
     struct tp_msg_list out;
     struct tp_msg *m;
+    uint64_t took;
 
     __cds_wfcq_init(&out_head, &out_tail);
     while ((node = __cds_wfcq_dequeue_blocking(h, t)) != NULL) {
         m = caa_container_of(node, struct tp_msg, node);
         tp_tsan_acquire(m);
+        took = now_ns();     /* per batch: a hand-off costs far more */
+        m->queue_ns = took > m->queue_ns ? took - m->queue_ns : 1;
         tp_msg_list_init(&out);
         w->pool->work(w->pool->arg, m, &out);
         while ((m = tp_msg_list_pop(&out)) != NULL) {
@@ -324,14 +335,6 @@ bool tp_pool_is_full(const tp_pool_t *p)
     return p->inflight > 0 && p->backlog >= p->backlog_max;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Runs the work staged for this thread, in order, onto the reply list. With
  * workers, each run is timed (one clock read between two runs) to learn what
  * its class costs. */
@@ -369,6 +372,7 @@ size_t tp_pool_flush(tp_pool_t *p)
     struct __cds_wfcq_head h;
     struct cds_wfcq_tail t;
     struct tp_msg *m;
+    uint64_t now = 0;
     unsigned i;
 
     for (i = 0; i < p->nworkers; i++) {
@@ -376,8 +380,11 @@ size_t tp_pool_flush(tp_pool_t *p)
 
         if (w->stage.head == NULL)
             continue;
+        if (now == 0)
+            now = now_ns();  /* once per flush, for the queue-wait figures */
         __cds_wfcq_init(&h, &t);
         while ((m = tp_msg_list_pop(&w->stage)) != NULL) {
+            m->queue_ns = now;
             cds_wfcq_node_init(&m->node);
             tp_tsan_release(m);
             cds_wfcq_enqueue(&h, &t, &m->node);
@@ -451,6 +458,11 @@ int tp_pool_drain(tp_pool_t *p, bool clear, struct tp_msg_list *out, bool *again
 size_t tp_pool_inflight(const tp_pool_t *p)
 {
     return p->inflight;
+}
+
+uint64_t tp_pool_backlog(const tp_pool_t *p)
+{
+    return p->backlog;
 }
 
 static void free_queue(struct __cds_wfcq_head *h, struct cds_wfcq_tail *t)

@@ -29,6 +29,7 @@
  *                                            queues), tp_pool_drain
  *   tp_pool_drain/event_fd    reactor        workers (they enqueue replies)
  *   tp_pool_is_full/inflight  reactor        workers
+ *   tp_pool_backlog
  *   the work callback         worker, or     other workers (on the reactor
  *                             the reactor    too: it runs inside
  *                             in flush       tp_pool_flush())
@@ -44,7 +45,11 @@
 
 typedef struct tp_pool tp_pool_t;
 
-/* Runs on a worker for each message. It must push every message it produces
+/* A message handed to a worker carries how long it waited in the worker's
+ * queue (msg->queue_ns, once the worker took it); one run on the reactor
+ * thread carries 0.
+ *
+ * Runs on a worker for each message. It must push every message it produces
  * onto out, in the order they are to be written, and the message it was given
  * exactly once, last, as kind TP_MSG_DONE: that is how the reactor learns the
  * batch is finished. It must not block for long: it holds up every message
@@ -99,6 +104,9 @@ int tp_pool_drain(tp_pool_t *pool, bool clear, struct tp_msg_list *out, bool *ag
 
 /* Messages submitted and not yet back from tp_pool_drain(). Reactor thread. */
 size_t tp_pool_inflight(const tp_pool_t *pool);
+
+/* Bytes of those messages (what backlog_max limits). Reactor thread. */
+uint64_t tp_pool_backlog(const tp_pool_t *pool);
 
 /* Stops and joins the workers. Messages still queued are freed without being
  * run, as are replies not yet drained. Owner thread, once. */

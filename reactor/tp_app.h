@@ -62,6 +62,11 @@ struct tp_app {
      * made. Replies and sends to it made here are dropped; broadcasts reach
      * the listener's other connections. */
     void (*close)(struct tp_call *call);
+    /* Its listener stays open through a graceful stop until every other
+     * listener's connections are gone, so a load balancer's health check
+     * hears that the server is draining (app metrics: /health answers 503)
+     * rather than finding the port closed. */
+    bool serves_drain;
 };
 
 /* The connection this call is for; usable with tp_call_send() later, from
@@ -85,6 +90,10 @@ uint32_t tp_call_members(const struct tp_call *call);
 
 /* What init() put in *state. */
 void *tp_call_state(const struct tp_call *call);
+
+/* The server's counters (tp_metrics.h): for app metrics. */
+struct tp_metrics;
+const struct tp_metrics *tp_call_metrics(const struct tp_call *call);
 
 /* Appends a reply of len bytes to the sender. Returns 0 or -ENOMEM. */
 int tp_call_reply(struct tp_call *call, const void *data, size_t len);

@@ -21,6 +21,7 @@ struct tp_call {
     struct tp_msg_list *out;
     struct tp_msg *reply;         /* bytes for the sender, not yet pushed */
     size_t kept;                  /* wire bytes [0, kept) of msg kept in place */
+    uint32_t kept_count;          /* messages in them */
     size_t keep_len;              /* batch(): tp_call_keep()'s length, or SIZE_MAX */
     bool copying;                 /* msg is no longer its own reply */
     bool failed;                  /* a reply could not be allocated */
@@ -50,11 +51,13 @@ static struct tp_msg *reply_room(struct tp_call *call, size_t n)
     r->kind = TP_MSG_SEND;
     r->h = call->msg->h;
     r->listener = call->msg->listener;
+    r->read_stamp = call->msg->read_stamp;  /* it answers that read */
     call->reply = r;
     return r;
 }
 
-static void reply_raw(struct tp_call *call, const void *data, size_t len)
+/* Appends count replies, len bytes, as they are on the wire. */
+static void reply_raw(struct tp_call *call, const void *data, size_t len, uint32_t count)
 {
     struct tp_msg *r;
 
@@ -62,6 +65,7 @@ static void reply_raw(struct tp_call *call, const void *data, size_t len)
         return;
     memcpy(r->data + r->len, data, len);
     r->len += (uint32_t)len;
+    r->count += count;
 }
 
 /* From here on the batch is not its own reply: copy what was kept. */
@@ -72,7 +76,7 @@ static void stop_keeping(struct tp_call *call)
     call->copying = true;
     if (call->keep_len != SIZE_MAX)
         call->kept = call->keep_len;
-    reply_raw(call, call->msg->data, call->kept);
+    reply_raw(call, call->msg->data, call->kept, call->kept_count);
 }
 
 size_t tp_call_room(const struct tp_call *call)
@@ -105,6 +109,7 @@ static struct tp_msg *framed(struct tp_call *call, uint8_t kind, const void *dat
     memcpy(m->data + hl, data, len);
     memcpy(m->data + hl + len, &tail, tl);
     m->len = (uint32_t)(hl + len + tl);
+    m->count = 1;
     m->kind = kind;
     m->h = call->msg->h;
     m->listener = call->msg->listener;
@@ -128,6 +133,7 @@ int tp_call_reply(struct tp_call *call, const void *data, size_t len)
     memcpy(r->data + r->len + hl, data, len);
     memcpy(r->data + r->len + hl + len, &tail, tl);
     r->len += (uint32_t)(hl + len + tl);
+    r->count++;
     return 0;
 }
 
@@ -189,6 +195,8 @@ int tp_call_broadcast_framed(struct tp_call *call, const void *data, size_t len,
     }
     memcpy(m->data, data, len);
     m->len = (uint32_t)len;
+    m->count = (uint32_t)tp_frame_count(call->env->framing, m->data, m->len,
+                                        call->env->max_message);
     m->kind = TP_MSG_BROADCAST;
     m->h = call->msg->h;
     m->listener = call->msg->listener;
@@ -222,6 +230,11 @@ void *tp_call_state(const struct tp_call *call)
     return call->env->state;
 }
 
+const struct tp_metrics *tp_call_metrics(const struct tp_call *call)
+{
+    return call->env->metrics;
+}
+
 /* Runs the app on each message of a batch; returns the app's last verdict
  * and counts the messages in *count. */
 static int run_messages(struct tp_call *call, uint32_t *count)
@@ -248,12 +261,14 @@ static int run_messages(struct tp_call *call, uint32_t *count)
         }
         (*count)++;
         r = env->app->message(call, m->data + pos + fr.off, fr.len);
-        if (r == TP_APP_KEEP && call->copying)
-            reply_raw(call, m->data + pos, (size_t)used);
-        else if (r == TP_APP_KEEP)
+        if (r == TP_APP_KEEP && call->copying) {
+            reply_raw(call, m->data + pos, (size_t)used, 1);
+        } else if (r == TP_APP_KEEP) {
             call->kept = pos + (size_t)used;
-        else
+            call->kept_count++;
+        } else {
             stop_keeping(call);
+        }
         pos += (size_t)used;
     }
     return r;
@@ -271,6 +286,7 @@ static int run_batch(struct tp_call *call, uint32_t *count)
     if (env->framing == TP_FRAMING_LINE && m->len > 0 && m->data[m->len - 1] != '\n')
         n++;
     *count = (uint32_t)n;
+    call->kept_count = (uint32_t)n;   /* a reply per message, as echo makes */
     if (m->len == 0)
         return TP_APP_DONE;
     call->keep_len = SIZE_MAX;
@@ -286,7 +302,7 @@ static int run_batch(struct tp_call *call, uint32_t *count)
     if (r == TP_APP_KEEP && !call->copying) {
         call->kept = m->len;
     } else if (r == TP_APP_KEEP) {
-        reply_raw(call, m->data, m->len);
+        reply_raw(call, m->data, m->len, (uint32_t)n);
     }
     return r;
 }

@@ -15,6 +15,7 @@ struct tp_call_env {
     void *state;                  /* from app->init */
     enum tp_framing framing;
     uint32_t max_message;
+    const struct tp_metrics *metrics;  /* the server's counters */
 };
 
 /* Runs msg (kind OPEN, DATA or CLOSE) through env->app. Pushes onto out every

@@ -25,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tp_frame.h"
@@ -113,6 +114,56 @@ static void queue_out(struct tp_conns *cs, struct tp_conn *c, struct tp_msg *m)
         c->flags |= TP_CONN_OVERFLOW;
 }
 
+void tp_conns__time_written(struct tp_conns *cs)
+{
+    struct timespec ts;
+    uint32_t now;
+    unsigned i;
+
+    if (cs->nwritten == 0 && cs->written_now == 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = TP_STAMP((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+    if (cs->written_now > 0)
+        tp_metrics_observe(&cs->slot->latency, (uint64_t)(now - cs->turn_stamp) << 10,
+                           cs->written_now);
+    for (i = 0; i < cs->nwritten; i++)
+        tp_metrics_observe(&cs->slot->latency, (uint64_t)(now - cs->written[i].stamp) << 10,
+                           cs->written[i].n);
+    cs->nwritten = 0;
+    cs->written_now = 0;
+}
+
+/* A reply to a message read in an earlier turn (it went to a worker). */
+static void written_earlier(struct tp_conns *cs, const struct tp_msg *m)
+{
+    unsigned i;
+
+    for (i = 0; i < cs->nwritten && cs->written[i].stamp != m->read_stamp; i++)
+        ;
+    if (i == sizeof(cs->written) / sizeof(cs->written[0])) {
+        tp_conns__time_written(cs);
+        i = 0;
+    }
+    if (i == cs->nwritten) {
+        cs->written[i].stamp = m->read_stamp;
+        cs->written[i].n = 0;
+        cs->nwritten++;
+    }
+    cs->written[i].n += m->count;
+}
+
+/* m's last byte went to the kernel: count its replies, and time them at the
+ * end of the turn with the others read in the same turn. */
+static inline void written(struct tp_conns *cs, struct tp_conn *c, const struct tp_msg *m)
+{
+    TP_METRIC_ADD(&c->l->m->msgs_out, m->count);
+    if (m->read_stamp == cs->turn_stamp)
+        cs->written_now += m->count;
+    else if (m->read_stamp != 0 && m->kind != TP_MSG_REF)
+        written_earlier(cs, m);
+}
+
 /* Drops written bytes from the front of c's output. */
 static void consume(struct tp_conns *cs, struct tp_conn *c, size_t n)
 {
@@ -126,6 +177,7 @@ static void consume(struct tp_conns *cs, struct tp_conn *c, size_t n)
             return;
         }
         n -= m->len - m->off;
+        written(cs, c, m);
         if (m->kind == TP_MSG_REF)
             c->out_refs--;
         release(cs, tp_msg_list_pop(&c->out));
@@ -175,7 +227,7 @@ static int conn_write(struct tp_conns *cs, struct tp_conn *c)
             tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
             return -1;
         }
-        TP_STAT_ADD(cs, bytes_out, (uint64_t)n);
+        TP_METRIC_ADD(&c->l->m->bytes_out, (uint64_t)n);
         consume(cs, c, (size_t)n);
         touch(cs, c);
         if ((size_t)n < total)
@@ -298,6 +350,7 @@ static int ship(struct tp_conns *cs, struct tp_conn *c)
     }
     c->rbuf = rest;
     b->kind = TP_MSG_DATA;
+    b->read_stamp = cs->turn_stamp;
     /* After EOF a line listener's unterminated tail is a message too. */
     b->flags = c->state == TP_CONN_FINISHING && c->why == TP_CLOSE_PEER ? TP_MSG_F_EOF : 0;
     dispatch(cs, c, b);
@@ -429,7 +482,7 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
              * reused, warm) before this connection reads again. */
             budget = budget - (size_t)n >= (size_t)n && (size_t)n < budget ? budget - (size_t)n : 0;
             cs->turn_left -= (size_t)n < cs->turn_left ? (size_t)n : cs->turn_left;
-            TP_STAT_ADD(cs, bytes_in, (uint64_t)n);
+            TP_METRIC_ADD(&c->l->m->bytes_in, (uint64_t)n);
             touch(cs, c);
             learn_size(c, c->rbuf);
             /* A short read emptied the socket; a later arrival is a new
@@ -620,6 +673,7 @@ static void set_state(struct tp_conns *cs, struct tp_conn *c, enum tp_conn_state
 
     switch (to) {
     case TP_CONN_FREE:
+        c->l->refs--;
         tp_table_put(&cs->table, c);
         return;
     case TP_CONN_READING:
@@ -772,6 +826,7 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
     c->fd = fd;
     c->ip = ip;
     c->l = l;
+    l->refs++;
     tp_msg_list_init(&c->out);
     c->active_ms = cs->now_ms;
     cds_list_add_tail(&c->link, &l->conns);
@@ -932,7 +987,9 @@ static void finish_call(struct tp_conns *cs, struct tp_msg *m)
     bool close_after = m->flags & TP_MSG_F_CLOSE;
 
     assert(c != NULL && (c->flags & TP_CONN_BUSY));
-    TP_STAT_ADD(cs, msgs_in, m->count);
+    TP_METRIC_ADD(&c->l->m->msgs_in, m->count);
+    if (m->queue_ns != 0 && m->count > 0)
+        tp_metrics_observe(&cs->slot->queue_wait, m->queue_ns, m->count);
     c->flags &= (uint16_t)~TP_CONN_BUSY;
     c->app_data = m->conn_data;
     c->l->busy--;
@@ -989,6 +1046,8 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
     struct tp_conn *c;
     struct tp_msg *ref;
 
+    if (l->bus != NULL && !(m->flags & TP_MSG_F_REMOTE) && m->len > 0)
+        tp_bus_publish(l->bus, m->data, m->len);   /* the other instances' members */
     m->refs = 1;   /* ours, until the loop is done */
     cds_list_for_each_entry(c, &l->conns, link) {
         if (m->len == 0)
@@ -1005,12 +1064,35 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
         ref->kind = TP_MSG_REF;
         ref->shared = m;
         ref->len = m->len;
+        ref->count = m->count;
         m->refs++;
         cs->refs_unwritten++;
         queue_out(cs, c, ref);
     }
     if (--m->refs == 0)
         tp_msg_cache_put(&cs->cache, m);
+}
+
+void tp_conn__broadcast_remote(struct tp_conns *cs, uint16_t listener, const char *data,
+                               size_t len)
+{
+    bool nl = len > 0 && data[len - 1] == '\n';
+    struct tp_msg *m = tp_msg_cache_get(&cs->cache, len + !nl);
+
+    if (m == NULL) {
+        tp_conns__log(cs, TP_LOG_ERROR, "out of memory: a line from another instance "
+                      "was not delivered");
+        return;
+    }
+    memcpy(m->data, data, len);
+    if (!nl)
+        m->data[len] = '\n';       /* a foreign publisher's line, framed */
+    m->len = (uint32_t)(len + !nl);
+    m->kind = TP_MSG_BROADCAST;
+    m->flags = TP_MSG_F_SELF | TP_MSG_F_REMOTE;
+    m->listener = listener;
+    m->h.slot = UINT32_MAX;        /* no sender here: every member gets it */
+    broadcast(cs, m);
 }
 
 void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m)

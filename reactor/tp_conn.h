@@ -47,8 +47,10 @@
 #include <urcu/list.h>
 
 #include "tp_acl.h"
+#include "tp_bus.h"
 #include "tp_call.h"
 #include "tp_conf.h"
+#include "tp_metrics.h"
 #include "tp_msg.h"
 #include "tp_pool.h"
 #include "tp_reactor.h"
@@ -56,26 +58,35 @@
 
 /* What an epoll event points at: each such struct starts with this. */
 enum tp_source { TP_SRC_CONN, TP_SRC_LISTENER, TP_SRC_POOL, TP_SRC_SIGNAL,
-                 TP_SRC_STOP };
+                 TP_SRC_STOP, TP_SRC_BUS };
 
 enum tp_close_reason { TP_CLOSE_PEER, TP_CLOSE_ERROR, TP_CLOSE_OVERSIZE,
                        TP_CLOSE_IDLE, TP_CLOSE_READ_TIMEOUT, TP_CLOSE_APP,
                        TP_CLOSE_SHUTDOWN, TP_CLOSE_REFUSED, TP_CLOSE_SLOW };
 
-/* A listen block at run time. The reactor fills it and owns the socket;
- * connections read its conf and keep its lists. */
+/* A listen block at run time. The reactor fills it and owns the socket and
+ * conf (its own copy: tp_reactor.c says when it goes); connections read its
+ * conf and keep its lists. */
 struct tp_listener {
     uint8_t source;               /* TP_SRC_LISTENER */
     bool ready;                   /* reactor: an accept edge not yet taken */
     bool app_started;             /* reactor: app->init ran */
+    bool in_use;                  /* reactor: the slot holds a listener */
+    bool retired;                 /* reactor: out of the conf (a reload); it
+                                     accepts no more and goes once refs is 0 */
     uint16_t index;
     uint16_t port;
-    int fd;                       /* reactor: -1 once closed for shutdown */
+    int fd;                       /* reactor: -1 once closed for shutdown, or
+                                     retired (closed, or moved to the slot of
+                                     its new settings) */
+    uint32_t refs;                /* reactor: connections not FREE that point
+                                     here (they read conf, env, name) */
     int64_t paused_until_ms;      /* reactor: accepts retry then (EMFILE) */
     const struct tp_listen_conf *conf;
     struct tp_call_env env;
     char name[72];                /* conf address with the bound port, for logs */
     uint32_t idle_slack_ms;       /* idle list order may lag activity this much */
+    struct tp_bus *bus;           /* chat_redis: the room's Redis link, or NULL */
     struct cds_list_head conns;   /* READING and FINISHING connections */
     uint32_t members;             /* of them, those not refused: what the app
                                      hears as tp_call_members() */
@@ -83,6 +94,8 @@ struct tp_listener {
     struct cds_list_head idle;    /* the same, oldest activity first */
     struct cds_list_head partial; /* READING with a partial message, oldest first */
     tp_ip_table_t *ips;           /* per source address limits; NULL if none */
+    struct tp_metrics_listener *m;  /* its counters in the server's slot;
+                                     reactor writes (TP_METRIC_ADD) */
 };
 
 typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg);
@@ -90,7 +103,8 @@ typedef void tp_conns_log_fn(void *arg, enum tp_log_level level, const char *msg
 /* Everything connections share. The reactor embeds and owns it. */
 struct tp_conns {
     struct tp_table table;
-    struct tp_listener *listeners;  /* indexed by tp_msg.listener */
+    struct tp_listener *listeners;  /* indexed by tp_msg.listener; slots never
+                                       move (workers read their env) */
     struct tp_msg_cache cache;
     tp_pool_t *pool;
     int epfd;
@@ -103,13 +117,24 @@ struct tp_conns {
     enum tp_log_level log_level;
     tp_conns_log_fn *log;         /* NULL: no log */
     void *log_arg;
-    struct tp_stats stats;        /* reactor writes (relaxed atomic stores),
-                                     any thread reads */
+    struct tp_metrics_slot *slot; /* the counters: reactor writes (relaxed
+                                     atomic stores), any thread reads */
+    uint64_t turn_ns;             /* CLOCK_MONOTONIC, once per loop turn */
+    uint32_t turn_stamp;          /* TP_STAMP(turn_ns) */
+    /* Replies written this turn, by the turn that read their messages (this
+     * one, or a few others for those a worker answered); they are timed at
+     * the end of the turn, one clock read for all. */
+    uint64_t written_now;
+    struct { uint32_t stamp; uint64_t n; } written[4];
+    unsigned nwritten;
 };
 
 /* Adds n to a counter; only the reactor thread writes counters. */
-#define TP_STAT_ADD(cs, field, n) \
-    __atomic_store_n(&(cs)->stats.field, (cs)->stats.field + (n), __ATOMIC_RELAXED)
+#define TP_STAT_ADD(cs, field, n) TP_METRIC_ADD(&(cs)->slot->stats.field, (n))
+#define TP_STAT_SET(cs, field, v) TP_METRIC_SET(&(cs)->slot->stats.field, (v))
+
+/* Times the replies counted in cs->written against the clock now. */
+void tp_conns__time_written(struct tp_conns *cs);
 
 /* Logs at level if the conf lets it through. */
 void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt, ...)
@@ -151,6 +176,11 @@ static inline bool tp_conn__defer_writes(const struct tp_conns *cs)
 
 /* Writes c's output: it was on the dirty list. */
 void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c);
+
+/* Bytes published by another instance on listener's chat_redis channel:
+ * to every member, as one shared broadcast (not published again). */
+void tp_conn__broadcast_remote(struct tp_conns *cs, uint16_t listener, const char *data,
+                               size_t len);
 
 /* A message back from the pool: a batch done, or a send or broadcast. */
 void tp_conn__reply(struct tp_conns *cs, struct tp_msg *m);

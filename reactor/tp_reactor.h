@@ -15,6 +15,7 @@
 
 #include "tp_app.h"
 #include "tp_conf.h"
+#include "tp_metrics.h"
 
 typedef struct tp_server tp_server_t;
 
@@ -28,11 +29,12 @@ typedef void tp_log_fn(void *arg, enum tp_log_level level, const char *msg);
 enum tp_server_event {
     TP_SERVER_READY,     /* every listener is bound; serving starts now */
     TP_SERVER_TICK,      /* every tick_ms while the loop runs: it is alive */
-    TP_SERVER_STOPPING,  /* a stop has begun: listeners are closed */
-    TP_SERVER_REOPEN,    /* SIGUSR1: reopen log files (logrotate), before the
-                            counters are logged */
+    TP_SERVER_STOPPING,  /* a stop has begun (shutdown_delay, then the
+                            listeners close) */
+    TP_SERVER_REOPEN,    /* SIGUSR1: reopen log files (logrotate) */
+    TP_SERVER_RELOAD,    /* SIGHUP: the owner may read its conf again and
+                            call tp_server_reload() from this callback */
 };
-struct tp_stats;
 typedef void tp_event_fn(void *arg, enum tp_server_event ev, const struct tp_stats *st);
 
 struct tp_server_opts {
@@ -47,33 +49,15 @@ struct tp_server_opts {
     tp_event_fn *event;                /* NULL: nobody listens */
     void *event_arg;
     uint32_t tick_ms;                  /* TP_SERVER_TICK period; 0 = none */
+    tp_metrics_t *metrics;             /* where the counters go: its claimed
+                                          slot (processes N); NULL: a region
+                                          of the server's own */
 };
 
-/* Counters; the reactor writes them, any thread may read a snapshot. */
-struct tp_stats {
-    uint64_t accepted, rejected_max_conn, accept_errors;
-    uint64_t refused_acl;                /* closed at accept: a deny rule */
-    uint64_t refused_per_ip;             /* ... max_connections_per_ip */
-    uint64_t refused_rate;               /* ... accept_rate_per_ip */
-    uint64_t open;                       /* connections now */
-    uint64_t closed_peer, closed_error, closed_oversize, closed_idle,
-             closed_read_timeout, closed_app, closed_shutdown;
-    uint64_t closed_slow;                /* a recipient of broadcasts whose
-                                            unsent output passed
-                                            send_buffer_max (it does not read) */
-    uint64_t msgs_in, bytes_in, bytes_out;
-    uint64_t replies_dropped;            /* for connections already closed */
-    uint64_t bytes_discarded;            /* input dropped at close: partial
-                                            messages, and what arrives while
-                                            lingering */
-    uint64_t lingering;                  /* connections lingering now */
-    uint64_t lingered;                   /* lingering closes begun */
-    uint64_t linger_cut;                 /* ... cut short by lingering_timeout
-                                            (replies may be lost) */
-};
 
 /* Binds every listener of conf and starts the workers (conf->workers, -1 =
- * online CPUs, 0 = run apps inline). conf must outlive the server. Returns
+ * online CPUs, 0 = run apps inline). The server keeps its own copy of conf:
+ * the caller's is its own again on return. Returns
  * NULL with a one-line reason in err, naming the conf file and line where it
  * helps ("tidepool.conf:7: listen 127.0.0.1:7000: bind: Address already in
  * use"). Main thread, before tp_server_run(). */
@@ -85,16 +69,37 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
  * finished, or forced). Returns 0, or -errno if epoll itself failed. */
 int tp_server_run(tp_server_t *srv);
 
-/* Asks the loop to stop. graceful: stop accepting, finish the messages
- * already read, write their replies, close, return; the conf's
- * shutdown_timeout or a second call with graceful = false cuts it short.
- * Any thread (not a signal handler). */
+/* Serves conf from now on without closing a connection: a listener whose
+ * address stays keeps its socket (no connect is refused), new addresses are
+ * bound, removed ones stop accepting and their connections finish as on a
+ * graceful stop. New settings (app, framing, limits, timeouts, rules) apply
+ * to new connections; open ones keep the settings they started with. A new
+ * worker count starts a new pool; the old one finishes what it holds. apps[i]
+ * serves conf->listen[i]; the server copies what it keeps. All or nothing:
+ * on error nothing changed and err has a one-line reason, naming the conf
+ * file and line where it helps. Returns 0, -ESHUTDOWN once a stop began,
+ * -EBUSY if too many old settings still have connections, or the -errno of
+ * the bind, app start or pool start that failed. Call it on the loop's
+ * thread (from the TP_SERVER_RELOAD callback) or on any other thread, which
+ * then waits while the loop applies it; not from a signal handler. */
+int tp_server_reload(tp_server_t *srv, const struct tp_conf *conf,
+                     const struct tp_app *const *apps, char *err, size_t errlen);
+
+/* Asks the loop to stop. graceful: serve on for the conf's shutdown_delay
+ * while health checks hear of the stop (app metrics), then stop accepting,
+ * finish the messages already read, write their replies, close, return;
+ * listeners of an app that serves_drain close last, once every other
+ * connection is gone. The conf's shutdown_timeout (counted after the delay)
+ * or a second call with graceful = false cuts it short. Any thread (not a
+ * signal handler). */
 void tp_server_stop(tp_server_t *srv, bool graceful);
 
-/* The port listener i is bound to (useful with port 0). Any thread. */
+/* The port listener i of the conf now served is bound to (useful with port
+ * 0); 0 past the last. Any thread, but not while a reload is under way on
+ * another. */
 uint16_t tp_server_port(const tp_server_t *srv, size_t i);
 
-/* Copies the counters. Any thread. */
+/* Copies the counters (tp_metrics_snapshot). Any thread. */
 void tp_server_stats(const tp_server_t *srv, struct tp_stats *out);
 
 /* Frees everything. tp_server_run() must have returned (or never run). */

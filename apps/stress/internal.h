@@ -38,7 +38,8 @@ struct conn {
     uint64_t out_limit;      /* flood: stream bytes it may send (-n); UINT64_MAX */
     uint64_t wait_since;     /* connect start, or last progress with replies due */
     uint64_t cycle_start;    /* storm: connect start */
-    uint64_t retry_at;       /* storm: when the slot may connect again */
+    uint64_t retry_at;       /* storm, --reconnect: when the slot may connect again */
+    uint32_t backoff_ms;     /* --reconnect: the next retry's delay */
     char *ring;              /* depth * size bytes in flight (echo, storm); flood:
                                 the thread's stream */
     uint64_t *stamps;        /* depth send (or intended) times */
@@ -77,7 +78,7 @@ struct worker {
     bool refill;             /* -n budget came back: offer it to idle connections */
     bool no_pwait2;          /* the kernel lacks epoll_pwait2 */
     struct tp_stress_pace pace, ramp_pace;
-    struct tp_stress_hist *rec;  /* total, or cur when progress is on */
+    struct tp_stress_hist *rec;  /* where latencies go: total, or cur with an interval */
     struct tp_stress_hist *total, *cur;
     struct tp_stress_counts n;
     unsigned notes;
@@ -86,11 +87,17 @@ struct worker {
     uint64_t details_dropped;
     char details[TP_STRESS_MAX_DETAILS][192];
     uint64_t end_ns, open_at_end, in_flight_at_end;
-    uint64_t next_sweep, next_publish;
-    pthread_mutex_t lock;    /* guards the pub_* fields: thread writes, main reads */
-    struct tp_stress_hist *pub_hist;
-    struct tp_stress_counts pub_n;
+    uint64_t next_sweep;
+    uint64_t cut_k, cut_at;  /* the next interval to cut, and when it ends */
+    pthread_mutex_t lock;    /* guards the pub_* fields: the thread writes them at
+                                a cut, main reads them and empties pub_hist */
+    struct tp_stress_hist *pub_hist;  /* interval pub_k, swapped with cur at the cut */
+    uint64_t pub_k;          /* TP_STRESS_NO_CUT: pub_hist taken (empty) */
+    struct tp_stress_counts pub_n;    /* w->n at the cut */
     uint64_t pub_open;
+    uint64_t pub_at;         /* when the thread cut it (at or after its nominal end) */
+    struct tp_stress_counts fin_n;    /* w->n when the loop ended */
+    bool pub_finished;       /* the thread left its loop: no more cuts */
     struct tp_stress_chat_worker *chat;  /* chat: this thread's part */
 };
 
@@ -98,8 +105,12 @@ struct tp_stress_engine {
     struct tp_stress_opts o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    bool progress;
+    uint64_t interval_ns;    /* 0: no series (latencies go straight to total) */
     uint64_t start_ns, deadline_ns;
+    uint64_t next_k;         /* main: the next interval tp_stress_engine_tick takes */
+    uint64_t last_end_ns;    /* main: where the previous interval ended */
+    bool joined;             /* main: tp_stress_engine_join ran */
+    bool tail_taken;         /* main: the run's tail after the last cut was taken */
     uint64_t deadline_extra_ns;  /* chat: joining and draining, beyond -d */
     atomic_bool stop;        /* main writes, threads read; relaxed */
     atomic_uint running;     /* threads still in their loop */
@@ -149,6 +160,9 @@ bool tp_stress__chat_is_over(const struct worker *w);
 void tp_stress__chat_finish(struct worker *w, uint64_t now);
 /* Adds the room's figures to r. Main thread, after the threads ended. */
 void tp_stress__chat_join(struct tp_stress_engine *e, struct tp_stress_result *r);
+
+/* pub_k while no interval waits for main. */
+#define TP_STRESS_NO_CUT UINT64_MAX
 
 /* The epoll data of a thread's eventfd (no connection has it). */
 #define TP_STRESS_KICK_DATA UINT64_MAX

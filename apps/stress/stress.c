@@ -1,5 +1,6 @@
 /* stress.c - tidepool-stress: options, signals, the progress line, the final
- * report and --json. The load itself is tp_stress_engine. */
+ * report, --json, --csv and --hgrm; the plot and compare commands. The load
+ * itself is tp_stress_engine, the series tp_stress_series. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,15 +13,17 @@
 
 #include "tp_stress_args.h"
 #include "tp_stress_engine.h"
+#include "tp_stress_hgrm.h"
 #include "tp_stress_probe.h"
+#include "tp_stress_report.h"
+#include "tp_stress_series.h"
 
 #define PROG "tidepool-stress"
 #define FD_RESERVE 16            /* stdio, epoll instances, --json */
+#define PROGRESS_NS 1000000000ull   /* the progress line's interval without --interval */
+#define POLL_NS (50 * 1000000ull)   /* longest wait of the main thread */
 
-static const char *err_names[TP_STRESS_ERR_KINDS] = {
-    "refused", "reset", "timeout", "mismatch", "closed_early", "other",
-    "missing", "duplicate", "out_of_order", "own_echo",
-};
+#define err_name(k) tp_stress_err_name((enum tp_stress_err)(k))
 
 /* The error kinds a mode counts (and the report and JSON show). */
 static int nkinds(const struct tp_stress_opts *o)
@@ -34,6 +37,7 @@ struct summary {
     const struct tp_stress_result *r;
     const struct tp_stress_probe_result *probe;   /* NULL without --probe */
     const char *target;          /* the address actually used */
+    const struct tp_stress_series *series;   /* NULL without --interval */
     double secs;
     uint64_t messages, bytes;    /* replies (slow: what was sent) */
     double msgs_per_s, mb_per_s, connects_per_s;
@@ -118,60 +122,74 @@ static uint64_t total_errors(const struct tp_stress_counts *n)
     return sum_errors(n->err);
 }
 
-/* One progress line, rewritten in place. prev: the previous sample. */
-static void progress_line(const struct tp_stress_opts *o, double elapsed, double dt,
-                          const struct tp_stress_snap *s, const struct tp_stress_counts *prev)
+/* One progress line, rewritten in place: the last interval's rate, MB/s and
+ * p99, as tcpkali shows them; errors since the start. */
+static void progress_line(const struct tp_stress_opts *o, const struct tp_stress_row *r,
+                          uint64_t errors)
 {
     char p99[32];
-    double rate, mb;
 
-    if (o->mode == TP_STRESS_SLOW) {
-        rate = (double)(s->n.sent_msgs - prev->sent_msgs) / dt;
-        mb = (double)(s->n.sent_bytes - prev->sent_bytes) / dt / 1e6;
-    } else {
-        rate = (double)(s->n.msgs - prev->msgs) / dt;
-        mb = (double)(s->n.bytes - prev->bytes) / dt / 1e6;
-    }
-    fmt_us((double)tp_stress_hist_percentile(s->interval, 99000) / 1e3, p99, sizeof(p99));
+    fmt_us((double)r->lat_ns[2] / 1e3, p99, sizeof(p99));
     printf("\r%6.1fs  open %-7llu %s %-10.0f %8.2f MB/s  p99 %-10s errors %llu   ",
-           elapsed, (unsigned long long)s->open,
+           r->t_s, (unsigned long long)r->open,
            o->mode == TP_STRESS_STORM ? "conn/s" : o->mode == TP_STRESS_SLOW ? "sent/s"
            : o->mode == TP_STRESS_CHAT ? "deliv/s" : "msg/s",
-           rate, mb, s->interval->count ? p99 : "-",
-           (unsigned long long)total_errors(&s->n));
+           (double)r->msgs / r->dt_s, (double)r->bytes / r->dt_s / 1e6,
+           r->lat_count ? p99 : "-", (unsigned long long)errors);
     fflush(stdout);
 }
 
-/* Waits for the run to end, printing progress each second if asked.
- * SIGINT/SIGTERM (blocked in every thread) stop it early. */
-static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o, bool progress,
-                      struct tp_stress_hist *interval)
+/* The series of a run and the progress line it feeds. */
+struct series_run {
+    bool on;                 /* --interval or the progress line */
+    bool progress;
+    bool printed;            /* a progress line is on the screen */
+    int err;                 /* -ENOMEM once a row could not be kept */
+    uint64_t interval_ns;
+    struct tp_stress_series s;
+};
+
+/* Takes every interval the threads have cut into the series. */
+static void take_ticks(tp_stress_engine_t *e, const struct tp_stress_opts *o,
+                       struct series_run *sr)
 {
-    struct tp_stress_counts prev = { 0 };
-    uint64_t start = tp_stress_now_ns(), last = start, next = start + 1000000000ull, now;
-    struct timespec ts = { 0, 50 * 1000000L };
+    static struct tp_stress_hist hist;
+    struct tp_stress_tick t = { .hist = &hist };
+
+    for (;;) {
+        tp_stress_hist_init(&hist);
+        if (tp_stress_engine_tick(e, &t) == 0)
+            return;
+        if (tp_stress_series_add(&sr->s, &t) < 0) {
+            sr->err = -ENOMEM;
+            continue;
+        }
+        if (sr->progress && sr->s.n > 0 && !t.tail) {
+            progress_line(o, &sr->s.rows[sr->s.n - 1], total_errors(&t.n));
+            sr->printed = true;
+        }
+    }
+}
+
+/* Waits for the run to end, taking the series as it is cut (and printing
+ * progress if asked). SIGINT/SIGTERM (blocked in every thread) stop it early. */
+static void supervise(tp_stress_engine_t *e, const struct tp_stress_opts *o,
+                      struct series_run *sr)
+{
+    struct timespec ts = { 0, (long)POLL_NS };
     sigset_t set;
 
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    if (sr->on && sr->interval_ns < POLL_NS)
+        ts.tv_nsec = (long)sr->interval_ns;
     while (!tp_stress_engine_is_done(e)) {
         if (sigtimedwait(&set, NULL, &ts) > 0)
             tp_stress_engine_stop(e);
-        now = tp_stress_now_ns();
-        if (!progress || now < next)
-            continue;
-        struct tp_stress_snap s = { .interval = interval };
-
-        tp_stress_hist_init(interval);
-        tp_stress_engine_snap(e, &s);
-        progress_line(o, (double)(now - start) / 1e9, (double)(now - last) / 1e9, &s, &prev);
-        prev = s.n;
-        last = now;
-        next += 1000000000ull;
+        if (sr->on)
+            take_ticks(e, o, sr);
     }
-    if (progress)
-        printf("\n");
 }
 
 static void summarize(struct summary *m)
@@ -214,7 +232,7 @@ static void errors_why(const char *prefix, const uint64_t err[TP_STRESS_ERR_KIND
     for (k = 0; k < TP_STRESS_ERR_KINDS && at >= 0 && (size_t)at < len; k++) {
         if (err[k] == 0)
             continue;
-        at += snprintf(why + at, len - (size_t)at, "%s%s %llu", sep, err_names[k],
+        at += snprintf(why + at, len - (size_t)at, "%s%s %llu", sep, err_name(k),
                        (unsigned long long)err[k]);
         sep = ", ";
     }
@@ -238,9 +256,10 @@ static void judge(struct summary *m)
     else if (o->mode == TP_STRESS_ECHO && n->msgs == 0)
         snprintf(why, len, "no reply came back (%llu messages sent)",
                  (unsigned long long)n->sent_msgs);
-    else if (o->mode == TP_STRESS_ECHO && unanswered > m->r->in_flight_at_end)
+    else if (o->mode == TP_STRESS_ECHO &&
+             unanswered > m->r->in_flight_at_end + n->lost_at_close)
         snprintf(why, len, "%llu messages sent were never answered",
-                 (unsigned long long)(unanswered - m->r->in_flight_at_end));
+                 (unsigned long long)(unanswered - m->r->in_flight_at_end - n->lost_at_close));
     else if (o->mode == TP_STRESS_HOLD && (n->opened < o->conns || m->r->open_at_end < o->conns))
         snprintf(why, len, "%llu of %u connections opened, %llu still open at the end",
                  (unsigned long long)n->opened, o->conns,
@@ -300,7 +319,7 @@ static void print_probe(const struct summary *m)
     printf("; errors %llu", (unsigned long long)sum_errors(p->err));
     for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
         if (p->err[i] > 0)
-            printf(", %s %llu", err_names[i], (unsigned long long)p->err[i]);
+            printf(", %s %llu", err_name(i), (unsigned long long)p->err[i]);
     printf("\n");
 }
 
@@ -359,6 +378,11 @@ static void print_report(const struct summary *m)
     printf("connections  %llu requested, %llu opened, %llu open at end\n",
            (unsigned long long)r->requested,
            (unsigned long long)r->n.opened, (unsigned long long)r->open_at_end);
+    if (o->reconnect)
+        printf("reconnect    %llu replacements started, %llu closed by the server at a "
+               "message boundary, %llu messages lost at a close\n",
+               (unsigned long long)r->n.reconnects, (unsigned long long)r->n.closed_by_server,
+               (unsigned long long)r->n.lost_at_close);
     printf("duration     %.3f s\n", m->secs);
     switch (o->mode) {
     case TP_STRESS_ECHO:
@@ -401,7 +425,7 @@ static void print_report(const struct summary *m)
     }
     printf("errors      ");
     for (i = 0; i < nkinds(o); i++)
-        printf(" %s %llu%s", err_names[i], (unsigned long long)r->n.err[i],
+        printf(" %s %llu%s", err_name(i), (unsigned long long)r->n.err[i],
                i + 1 < nkinds(o) ? "," : "\n");
     if (m->probe != NULL)
         print_probe(m);
@@ -434,7 +458,7 @@ static void write_json_probe(FILE *f, const struct summary *m)
             (double)m->o->probe_ns / 1e6, (unsigned long long)p->count, m->probe_us[0],
             m->probe_us[1], m->probe_us[2], m->probe_us[3], m->probe_us[4], m->probe_us[5]);
     for (i = 0; i < TP_STRESS_ERR_CHAT_FIRST; i++)
-        fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)p->err[i],
+        fprintf(f, "\"%s\":%llu%s", err_name(i), (unsigned long long)p->err[i],
                 i + 1 < TP_STRESS_ERR_CHAT_FIRST ? "," : "}},\n");
 }
 
@@ -461,23 +485,49 @@ static void write_json_chat(FILE *f, const struct summary *m)
             (unsigned long long)c->publish_replies);
 }
 
-static int write_json(const struct summary *m, const char *path)
+struct dist_out {
+    FILE *f;
+    bool first;
+};
+
+static int json_dist_row(void *arg, uint64_t value_ns, double pct, uint64_t count)
+{
+    struct dist_out *d = arg;
+
+    fprintf(d->f, "%s[%.3f,%.6f,%llu]", d->first ? "" : ",", (double)value_ns / 1e3, pct,
+            (unsigned long long)count);
+    d->first = false;
+    return 0;
+}
+
+/* "latency_distribution": the .hgrm rows as [value_us, percentile, count]. */
+static void write_json_dist(FILE *f, const struct tp_stress_hist *h)
+{
+    struct dist_out d = { f, true };
+
+    fprintf(f, ",\n \"latency_distribution\":[");
+    if (h->count > 0)
+        tp_stress_hgrm_each(h, TP_STRESS_HGRM_TICKS, json_dist_row, &d);
+    fprintf(f, "]");
+}
+
+/* Writes the results to f and closes it. The series and the distribution
+ * come last, so that the summary figures open the file. */
+static int write_json(const struct summary *m, FILE *f)
 {
     const struct tp_stress_opts *o = m->o;
     const struct tp_stress_result *r = m->r;
-    FILE *f = fopen(path, "w");
     int i;
-
-    if (f == NULL)
-        return -errno;
     fprintf(f, "{\"tool\":\"tidepool-stress\",\"version\":\"%s\",\"mode\":\"%s\",\"target\":",
             TP_VERSION, tp_stress_mode_name(o->mode));
     put_json_string(f, o->target.text);
     fprintf(f, ",\n \"threads\":%u,\"size\":%u,\"depth\":%u,\"rate\":%.10g,\n",
             o->threads, o->size, o->depth, o->rate);
-    fprintf(f, " \"connections\":{\"requested\":%llu,\"opened\":%llu,\"open_at_end\":%llu},\n",
+    fprintf(f, " \"connections\":{\"requested\":%llu,\"opened\":%llu,\"open_at_end\":%llu,"
+            "\"reconnects\":%llu,\"closed_by_server\":%llu,\"lost_at_close\":%llu},\n",
             (unsigned long long)r->requested, (unsigned long long)r->n.opened,
-            (unsigned long long)r->open_at_end);
+            (unsigned long long)r->open_at_end, (unsigned long long)r->n.reconnects,
+            (unsigned long long)r->n.closed_by_server, (unsigned long long)r->n.lost_at_close);
     fprintf(f, " \"duration_s\":%.6f,\"messages\":%llu,\"msgs_per_s\":%.3f,\"bytes\":%llu,"
             "\"mb_per_s\":%.6f,\n \"connects_per_s\":%.3f,\"sent\":%llu,\"sent_bytes\":%llu,"
             "\"in_flight_at_end\":%llu,\n",
@@ -494,16 +544,23 @@ static int write_json(const struct summary *m, const char *path)
             m->lat_us[3], m->lat_us[4], m->lat_us[5]);
     fprintf(f, " \"errors\":{");
     for (i = 0; i < nkinds(o); i++)
-        fprintf(f, "\"%s\":%llu%s", err_names[i], (unsigned long long)r->n.err[i],
+        fprintf(f, "\"%s\":%llu%s", err_name(i), (unsigned long long)r->n.err[i],
                 i + 1 < nkinds(o) ? "," : "},\n");
     if (m->probe != NULL)
         write_json_probe(f, m);
     fprintf(f, " \"ok\":%s,\"why\":", m->ok ? "true" : "false");
     put_json_string(f, m->why);
+    write_json_dist(f, &r->hist);
+    if (m->series != NULL) {
+        fprintf(f, ",\n ");
+        tp_stress_series_write_json(m->series, f);
+    }
     fprintf(f, "}\n");
-    if (fclose(f) != 0)
-        return -errno;
-    return 0;
+    if (ferror(f)) {
+        fclose(f);
+        return -EIO;
+    }
+    return fclose(f) != 0 ? -errno : 0;
 }
 
 /* Blocks SIGINT/SIGTERM in this and every later thread (supervise waits for
@@ -520,18 +577,23 @@ static void setup_signals(void)
 }
 
 /* Runs e, and probe (if not NULL) beside it, to the end of the run; fills
- * r and pr, and frees both. Returns 0 or -errno if a thread did not start. */
+ * r, pr and the series, and frees both. Returns 0 or -errno if a thread did
+ * not start. */
 static int drive(tp_stress_engine_t *e, tp_stress_probe_t *probe, const struct tp_stress_opts *o,
-                 bool progress, struct tp_stress_result *r, struct tp_stress_probe_result *pr)
+                 struct series_run *sr, struct tp_stress_result *r,
+                 struct tp_stress_probe_result *pr)
 {
-    static struct tp_stress_hist interval;
     int rc;
 
     rc = tp_stress_engine_start(e);
     if (rc == 0 && probe != NULL && (rc = tp_stress_probe_start(probe)) < 0)
         tp_stress_engine_stop(e);
-    supervise(e, o, progress, &interval);
+    supervise(e, o, sr);
     tp_stress_engine_join(e, r);
+    if (sr->on)
+        take_ticks(e, o, sr);       /* the intervals left, and the tail */
+    if (sr->printed)
+        printf("\n");
     tp_stress_engine_destroy(e);
     if (probe != NULL) {
         tp_stress_probe_stop(probe);    /* the load is over: so is the probe */
@@ -549,19 +611,112 @@ static uint64_t total_conns(const struct tp_stress_opts *o)
     return o->conns;
 }
 
+/* The output files, opened before the run so that a bad path fails at once. */
+struct outputs {
+    FILE *json, *csv, *hgrm;
+};
+
+static FILE *open_output(const char *opt, const char *path)
+{
+    FILE *f;
+
+    if (path == NULL)
+        return NULL;
+    if ((f = fopen(path, "w")) == NULL)
+        fprintf(stderr, PROG ": %s %s: %s\n", opt, path, strerror(errno));
+    return f;
+}
+
+static void close_outputs(struct outputs *out)
+{
+    if (out->json != NULL)
+        fclose(out->json);
+    if (out->csv != NULL)
+        fclose(out->csv);
+    if (out->hgrm != NULL)
+        fclose(out->hgrm);
+}
+
+static int open_outputs(const struct tp_stress_opts *o, struct outputs *out)
+{
+    out->json = open_output("--json", o->json_path);
+    out->csv = open_output("--csv", o->csv_path);
+    out->hgrm = open_output("--hgrm", o->hgrm_path);
+    if ((o->json_path && !out->json) || (o->csv_path && !out->csv) ||
+        (o->hgrm_path && !out->hgrm)) {
+        close_outputs(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes and closes the files; 0, or -1 after saying which failed. */
+static int write_outputs(const struct summary *m, struct outputs *out)
+{
+    const struct tp_stress_opts *o = m->o;
+    int rc = 0, err;
+
+    if (out->csv != NULL) {
+        err = tp_stress_series_write_csv(m->series, out->csv);
+        if (fclose(out->csv) != 0 || err < 0) {
+            fprintf(stderr, PROG ": --csv %s: %s\n", o->csv_path, strerror(EIO));
+            rc = -1;
+        }
+    }
+    if (out->hgrm != NULL) {
+        err = tp_stress_hgrm_write(out->hgrm, &m->r->hist, TP_STRESS_HGRM_TICKS);
+        if (fclose(out->hgrm) != 0 || err < 0) {
+            fprintf(stderr, PROG ": --hgrm %s: %s\n", o->hgrm_path, strerror(EIO));
+            rc = -1;
+        }
+    }
+    if (out->json != NULL && (err = write_json(m, out->json)) < 0) {
+        fprintf(stderr, PROG ": --json %s: %s\n", o->json_path, strerror(-err));
+        rc = -1;
+    }
+    return rc;
+}
+
+/* Prints what the threads noted, judges the run and reports it. */
+static void conclude(struct summary *m, int start_rc, rlim_t fd_limit)
+{
+    const struct tp_stress_result *r = m->r;
+    const struct tp_stress_opts *o = m->o;
+    unsigned i;
+
+    for (i = 0; i < r->ndetails; i++)
+        fprintf(stderr, PROG ": %s\n", r->details[i]);
+    if (r->details_dropped > 0)
+        fprintf(stderr, PROG ": ... and %llu more %s\n",
+                (unsigned long long)r->details_dropped,
+                o->mode == TP_STRESS_CHAT ? "mismatches" : "mismatching connections");
+    if (m->probe != NULL && m->probe->first_err[0] != '\0')
+        fprintf(stderr, PROG ": %s (first probe failure)\n", m->probe->first_err);
+    print_notes(r, fd_limit);
+    summarize(m);
+    judge(m);
+    if (start_rc < 0) {
+        m->ok = false;
+        snprintf(m->why, sizeof(m->why), "starting threads: %s", strerror(-start_rc));
+    }
+    print_report(m);
+    if (!m->ok)
+        fprintf(stderr, PROG ": not ok: %s\n", m->why);
+}
+
 /* Runs the load and reports; returns the exit code. */
 static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
 {
     static struct tp_stress_result r;
     static struct tp_stress_probe_result pr;
+    static struct series_run sr;
     unsigned a = pick_address(&o->target);
     const struct sockaddr *addr = (const struct sockaddr *)&o->target.addr[a];
-    bool progress = !o->quiet && isatty(STDOUT_FILENO);
     struct summary m = { .o = o, .r = &r };
+    struct outputs out = { 0 };
     char err[256], target[80];
     tp_stress_probe_t *probe = NULL;
     tp_stress_engine_t *e;
-    unsigned i;
     int rc, start_rc;
 
     tp_stress_addr_format(addr, target, sizeof(target));
@@ -570,42 +725,36 @@ static int run(const struct tp_stress_opts *o, rlim_t fd_limit)
         fprintf(stderr, PROG ": warning: %llu connections are over the open-file limit "
                 "(%llu); connections past it will fail (counted as other, EMFILE)\n",
                 (unsigned long long)total_conns(o), (unsigned long long)fd_limit);
-    e = tp_stress_engine_create(o, addr, o->target.addrlen[a], progress, err, sizeof(err));
+    if (open_outputs(o, &out) < 0)
+        return 1;
+    sr.progress = !o->quiet && isatty(STDOUT_FILENO);
+    sr.on = sr.progress || o->interval_ns > 0;
+    sr.interval_ns = o->interval_ns > 0 ? o->interval_ns : sr.on ? PROGRESS_NS : 0;
+    tp_stress_series_init(&sr.s, o->mode, nkinds(o), sr.interval_ns ? sr.interval_ns : 1);
+    e = tp_stress_engine_create(o, addr, o->target.addrlen[a], sr.interval_ns, err, sizeof(err));
     if (e == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
+        close_outputs(&out);
         return 1;
     }
     if (o->probe_ns > 0 && (probe = tp_stress_probe_create(o, addr, o->target.addrlen[a])) == NULL) {
         fprintf(stderr, PROG ": --probe: %s\n", strerror(errno));
         tp_stress_engine_destroy(e);
+        close_outputs(&out);
         return 1;
     }
-    start_rc = drive(e, probe, o, progress, &r, &pr);
+    start_rc = drive(e, probe, o, &sr, &r, &pr);
     if (probe != NULL)
         m.probe = &pr;
-    for (i = 0; i < r.ndetails; i++)
-        fprintf(stderr, PROG ": %s\n", r.details[i]);
-    if (r.details_dropped > 0)
-        fprintf(stderr, PROG ": ... and %llu more %s\n",
-                (unsigned long long)r.details_dropped,
-                o->mode == TP_STRESS_CHAT ? "mismatches" : "mismatching connections");
-    if (m.probe != NULL && pr.first_err[0] != '\0')
-        fprintf(stderr, PROG ": %s (first probe failure)\n", pr.first_err);
-    print_notes(&r, fd_limit);
-    summarize(&m);
-    judge(&m);
-    if (start_rc < 0) {
-        m.ok = false;
-        snprintf(m.why, sizeof(m.why), "starting threads: %s", strerror(-start_rc));
-    }
-    print_report(&m);
-    if (!m.ok)
-        fprintf(stderr, PROG ": not ok: %s\n", m.why);
-    if (o->json_path != NULL && (rc = write_json(&m, o->json_path)) < 0) {
-        fprintf(stderr, PROG ": --json %s: %s\n", o->json_path, strerror(-rc));
-        return 1;
-    }
-    return m.ok ? 0 : 1;
+    if (o->interval_ns > 0)
+        m.series = &sr.s;
+    if (sr.err < 0)
+        fprintf(stderr, PROG ": --interval: out of memory: intervals are missing from the "
+                "series\n");
+    conclude(&m, start_rc, fd_limit);
+    rc = write_outputs(&m, &out);
+    tp_stress_series_fini(&sr.s);
+    return rc < 0 ? 1 : m.ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -614,6 +763,10 @@ int main(int argc, char **argv)
     char err[512];
     rlim_t fd_limit;
 
+    if (argc > 1 && strcmp(argv[1], "plot") == 0)
+        return tp_stress_plot_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "compare") == 0)
+        return tp_stress_compare_main(argc - 1, argv + 1);
     if (tp_stress_args_parse(&o, argc, argv, err, sizeof(err)) < 0) {
         fprintf(stderr, PROG ": %s (try '" PROG " -h')\n", err);
         return 2;

@@ -24,7 +24,8 @@
 
 enum {
     OPT_MODE = 256, OPT_RAMP, OPT_SRC, OPT_VERIFY, OPT_TIMEOUT, OPT_JSON, OPT_VERSION,
-    OPT_WINDOW, OPT_PROBE, OPT_SENDERS, OPT_PROTO, OPT_CHANNEL, OPT_FOREIGN,
+    OPT_WINDOW, OPT_PROBE, OPT_SENDERS, OPT_PROTO, OPT_CHANNEL, OPT_FOREIGN, OPT_RECONNECT,
+    OPT_INTERVAL, OPT_CSV, OPT_HGRM,
 };
 
 static const struct option long_opts[] = {
@@ -50,6 +51,10 @@ static const struct option long_opts[] = {
     { "proto",       required_argument, NULL, OPT_PROTO },
     { "channel",     required_argument, NULL, OPT_CHANNEL },
     { "foreign",     required_argument, NULL, OPT_FOREIGN },
+    { "reconnect",   no_argument,       NULL, OPT_RECONNECT },
+    { "interval",    required_argument, NULL, OPT_INTERVAL },
+    { "csv",         required_argument, NULL, OPT_CSV },
+    { "hgrm",        required_argument, NULL, OPT_HGRM },
     { NULL, 0, NULL, 0 },
 };
 
@@ -65,6 +70,8 @@ const char *tp_stress_args_usage(void)
 {
     return
 "usage: tidepool-stress [options] HOST:PORT     (127.0.0.1:7000, [::1]:7000, localhost:7000)\n"
+"       tidepool-stress plot RUN.json [RUN.json ...] -o FILE.svg|FILE.png\n"
+"       tidepool-stress compare A.json [A2.json ...] [--] B.json [B2.json ...]\n"
 "  --mode MODE     echo (default): send, read each reply back and check it\n"
 "                  hold: open the connections and keep them idle\n"
 "                  storm: each slot loops connect, one message, reply, close\n"
@@ -102,13 +109,28 @@ const char *tp_stress_args_usage(void)
 "  --src A-B       bind connections round-robin to the IPv4 addresses A..B\n"
 "  --verify on|off compare every reply byte with what was sent (default on)\n"
 "  --timeout TIME  a reply or connect slower than this is an error (default 10s)\n"
-"  --json FILE     also write the results to FILE as JSON\n"
-"  -q              no progress line\n"
+"  --reconnect     echo, hold: a connection that ends (closed by the server,\n"
+"                  reset, timed out, refused) is replaced by a new one at once,\n"
+"                  then with back-off 10 ms..1 s while it keeps failing; errors\n"
+"                  are still counted, but a close by the server at a message\n"
+"                  boundary is not an error: it is counted as closed_by_server,\n"
+"                  with the messages it left unanswered (lost_at_close)\n"
+"  --json FILE     also write the results to FILE as JSON (with --interval,\n"
+"                  the series; always the latency distribution)\n"
+"  --interval TIME record each TIME: messages/s, MB/s, open connections, errors\n"
+"                  by kind and latency p50/p90/p99/p99.9/max of that interval\n"
+"                  alone (default off; the progress line shows the last one)\n"
+"  --csv FILE      with --interval: one row per interval to FILE, header first\n"
+"  --hgrm FILE     the whole run's latency distribution to FILE in HdrHistogram's\n"
+"                  percentile format (as wrk2 --latency: milliseconds), which\n"
+"                  the HdrHistogram plotter reads\n"
+"  -q              no progress line (it is also off when stdout is not a terminal)\n"
 "  -h, --help      print this help;  --version  print the version\n"
 "TIME: whole numbers with ms, s, m, h or d, as in 500ms, 30s, 1m30s; a bare number\n"
 "is seconds; at most 2^32 - 1 ms (49.7 days)\n"
 "ok needs a connection opened, every error count of the report at 0, and\n"
 "  echo: a reply, and an answer to every message sent but those in flight at the end\n"
+"  (and, with --reconnect, those lost at a server's close)\n"
 "  hold: every requested connection opened and still open at the end\n"
 "  storm: a cycle completed;  slow: a whole message sent\n"
 "  flood: echoed bytes came back (mismatches are errors)\n"
@@ -128,8 +150,15 @@ const char *tp_stress_args_usage(void)
 "extra connections: Redis does not let a subscribed connection publish).\n"
 "Latency is from a line's send (or, with -r, intended send) time to each\n"
 "delivery; duration is from the release of the senders to the end of the drain.\n"
+"PLOT draws, with gnuplot, throughput and p99 over time (runs made with\n"
+"--interval) and the latency distribution on a log percentile axis (90%, 99%,\n"
+"99.9%, ...), one line per run; the file name's .svg or .png picks the format.\n"
+"COMPARE prints each figure of run A beside run B with the ratio B/A; with\n"
+"several runs a side, their medians and spreads (min..max), and marks with *\n"
+"a figure whose spreads do not overlap (a difference beyond run-to-run noise).\n"
 "exit status: 0 ok, 1 not ok (why: on stderr and as \"why\" in --json), 2 usage\n"
-"error. SIGINT stops early and still reports.\n";
+"error. SIGINT stops early and still reports. plot and compare: 0, or 2 on bad\n"
+"input.\n";
 }
 
 /* A time in the conf's grammar (tp_conf_parse_time), > 0, in ns. */
@@ -317,10 +346,27 @@ static int apply(struct tp_stress_opts *o, int ch, const char *arg, char *err, s
         o->skip_foreign = strcmp(arg, "skip") == 0;
         o->has_chat_opts = true;
         return 0;
+    case OPT_RECONNECT:
+        o->reconnect = true;
+        return 0;
     case OPT_JSON:
         if (arg[0] == '\0')
             BAD("--json: expected a file name");
         o->json_path = arg;
+        return 0;
+    case OPT_INTERVAL:
+        if (parse_time(arg, &o->interval_ns) < 0)
+            BAD("--interval \"%s\": expected " TIME_TEXT, arg);
+        return 0;
+    case OPT_CSV:
+        if (arg[0] == '\0')
+            BAD("--csv: expected a file name");
+        o->csv_path = arg;
+        return 0;
+    case OPT_HGRM:
+        if (arg[0] == '\0')
+            BAD("--hgrm: expected a file name");
+        o->hgrm_path = arg;
         return 0;
     }
     BAD("internal error: option %d", ch);
@@ -362,17 +408,20 @@ static int check_all(struct tp_stress_opts *o, char *err, size_t errlen)
             "flight with -p)");
     if (o->rate > 0 && o->mode == TP_STRESS_FLOOD)
         BAD("-r: not with --mode flood, which sends as fast as the socket takes");
+    if (o->reconnect && o->mode != TP_STRESS_ECHO && o->mode != TP_STRESS_HOLD)
+        BAD("--reconnect: only with --mode echo or hold (storm always connects anew)");
     if (o->has_chat_opts && o->mode != TP_STRESS_CHAT)
         BAD("--senders, --proto, --channel, --foreign: only with --mode chat");
     if (o->mode == TP_STRESS_CHAT && check_chat(o, err, errlen) < 0)
         return -EINVAL;
+    if (o->csv_path != NULL && o->interval_ns == 0)
+        BAD("--csv: needs --interval (a row per interval)");
     if (o->has_src && o->target.addr[0].ss_family != AF_INET)
         BAD("--src: the range is IPv4 but %s is not an IPv4 address", o->target.text);
     return 0;
 }
 
-int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
-                         char *err, size_t errlen)
+static int parse(struct tp_stress_opts *o, int argc, char **argv, char *err, size_t errlen)
 {
     int ch;
 
@@ -402,4 +451,22 @@ int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
     if (tp_stress_target_parse(&o->target, argv[optind], err, errlen) < 0)
         return -EINVAL;
     return check_all(o, err, errlen);
+}
+
+/* The error is one line whatever the arguments held: control bytes in a
+ * quoted argument become '?'. */
+static int one_line(int rc, char *err)
+{
+    for (; *err != '\0'; err++)
+        if ((unsigned char)*err < 0x20 || *err == 0x7f)
+            *err = '?';
+    return rc;
+}
+
+int tp_stress_args_parse(struct tp_stress_opts *o, int argc, char **argv,
+                         char *err, size_t errlen)
+{
+    int rc = parse(o, argc, argv, err, errlen);
+
+    return rc < 0 ? one_line(rc, err) : rc;
 }

@@ -48,6 +48,7 @@ struct tp_stress_opts {
     bool quiet;               /* -q */
     bool has_src;             /* --src given */
     bool has_window;          /* --window given */
+    bool reconnect;           /* --reconnect: replace a connection that ends */
     uint32_t senders;         /* --senders, chat: members (line) or publishers
                                  (resp) that send */
     enum tp_stress_proto proto;  /* --proto, chat */
@@ -55,6 +56,9 @@ struct tp_stress_opts {
     bool skip_foreign;        /* --foreign skip, chat */
     bool has_chat_opts;       /* --senders, --proto, --channel or --foreign given */
     const char *json_path;    /* --json, NULL: none */
+    uint64_t interval_ns;     /* --interval, 0: no time series */
+    const char *csv_path;     /* --csv (needs --interval), NULL: none */
+    const char *hgrm_path;    /* --hgrm, NULL: none */
     struct tp_stress_src src;
     struct tp_stress_target target;
 };

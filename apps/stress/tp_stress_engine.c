@@ -8,6 +8,11 @@
  * back with the stream at the connection's offset and stops sending while
  * --window bytes are out. No allocation after set-up, no atomics per message.
  *
+ * With an interval (the time series, the progress line), each thread
+ * records into its own cur histogram and at each interval's end swaps it
+ * with pub_hist, which main takes and empties (tp_stress_engine_tick): one
+ * lock per thread per interval, none per sample.
+ *
  * Shared state: engine->stop (main writes, threads read; relaxed),
  * engine->running (threads decrement once), and each worker's pub_* fields
  * (under worker->lock). Everything else in a worker belongs to its thread. */
@@ -35,8 +40,9 @@
 #define MAX_PENDING 256              /* connects outstanding per thread */
 #define STREAM_BLOCK (64 * 1024)     /* slow, flood: at least this many bytes of messages */
 #define FLOOD_SENDS 4                /* sends per connection per writable event */
-#define PUBLISH_NS (250 * MS)        /* progress counters */
 #define RETRY_NS (20 * MS)           /* storm slot after EMFILE, EADDRNOTAVAIL */
+#define RECONNECT_FIRST_MS 10u       /* --reconnect: back-off after a failed retry */
+#define RECONNECT_MAX_MS 1000u
 
 static void echo_pump(struct worker *w, struct conn *c, uint64_t now);
 
@@ -63,6 +69,16 @@ int tp_stress__conn_watch(struct worker *w, struct conn *c, int op, uint32_t eve
     struct epoll_event ev = { .events = events, .data.u64 = epoll_data(w, c) };
 
     return epoll_ctl(w->epfd, op, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+const char *tp_stress_err_name(enum tp_stress_err kind)
+{
+    static const char *names[TP_STRESS_ERR_KINDS] = {
+        "refused", "reset", "timeout", "mismatch", "closed_early", "other",
+        "missing", "duplicate", "out_of_order", "own_echo",
+    };
+
+    return (unsigned)kind < TP_STRESS_ERR_KINDS ? names[kind] : "?";
 }
 
 enum tp_stress_err tp_stress_err_of(int err)
@@ -170,8 +186,9 @@ static void conn_start(struct worker *w, struct conn *c, uint64_t now)
         tp_stress__conn_fail(w, c, -err, now);
 }
 
-/* The one close path. kind: the error to count, or -1. Storm slots go back
- * to the retry list (after delay_ns); other connections are given up. */
+/* The one close path. kind: the error to count, or -1. Storm slots, and
+ * with --reconnect every connection, go back to the retry list (after
+ * delay_ns at least); other connections are given up. */
 static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_t now,
                              uint64_t delay_ns)
 {
@@ -188,6 +205,8 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         w->open--;
     else if (c->state == C_CONNECTING)
         w->pending--;
+    if (w->o->reconnect && !w->stopping)
+        w->n.lost_at_close += in_flight(c);
     if (w->o->mode == TP_STRESS_ECHO && w->quota != UINT64_MAX && in_flight(c) > 0) {
         /* Messages lost with c go back to the thread's -n budget. */
         w->issued -= in_flight(c);
@@ -202,6 +221,15 @@ static void conn_close_retry(struct worker *w, struct conn *c, int kind, uint64_
         if (c->seq_done == 0 && w->issued > 0)
             w->issued--;            /* the cycle failed: someone redoes it */
         retry_push(w, c, now + delay_ns);
+        return;
+    }
+    if (w->o->reconnect && !w->stopping) {
+        /* At once the first time; then 10 ms, doubling up to 1 s, until a
+         * reply (hold: a connect) shows the target serves again. */
+        retry_push(w, c, now + (delay_ns > c->backoff_ms * MS ? delay_ns : c->backoff_ms * MS));
+        c->backoff_ms = c->backoff_ms == 0 ? RECONNECT_FIRST_MS
+                      : c->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                      : c->backoff_ms * 2;
         return;
     }
     c->state = C_DONE;
@@ -391,7 +419,10 @@ int tp_stress__read_some(struct worker *w, struct conn *c, size_t *n, uint64_t *
     }
     if (r < 0 && errno == EAGAIN)
         return 0;
-    if (r == 0)
+    if (r == 0 && w->o->reconnect && c->in_off % w->unit == 0) {
+        w->n.closed_by_server++;        /* a graceful close: no reply cut */
+        tp_stress__conn_close(w, c, -1, *now);
+    } else if (r == 0)
         tp_stress__conn_close(w, c, TP_STRESS_ERR_CLOSED_EARLY, *now);
     else
         tp_stress__conn_fail(w, c, errno, *now);
@@ -415,6 +446,8 @@ static void echo_readable(struct worker *w, struct conn *c)
         tp_stress_hist_record(w->rec, now - t);
     }
     w->n.msgs += c->seq_done - before;
+    if (c->seq_done > before)
+        c->backoff_ms = 0;              /* it serves: the next loss retries at once */
     c->wait_since = now;
     echo_pump(w, c, now);
 }
@@ -565,6 +598,7 @@ static void on_connected(struct worker *w, struct conn *c, uint64_t now)
             echo_pump(w, c, now);
         break;
     case TP_STRESS_HOLD:
+        c->backoff_ms = 0;
         if ((err = tp_stress__conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP)) < 0)
             tp_stress__conn_fail(w, c, -err, now);
         break;
@@ -678,7 +712,7 @@ static void open_turn(struct worker *w, uint64_t now)
     }
 }
 
-/* Storm: reconnects the slots whose retry time has come. */
+/* Storm, --reconnect: reconnects the slots whose retry time has come. */
 static void retry_turn(struct worker *w, uint64_t now, uint64_t *wake)
 {
     uint32_t n = w->retry_len, slot;
@@ -693,6 +727,11 @@ static void retry_turn(struct worker *w, uint64_t now, uint64_t *wake)
             retry_push(w, c, c->retry_at);
             if (c->retry_at < *wake)
                 *wake = c->retry_at;
+            continue;
+        }
+        if (w->o->mode != TP_STRESS_STORM) {
+            w->n.reconnects++;          /* --reconnect */
+            conn_start(w, c, now);
             continue;
         }
         if (w->issued >= w->quota)
@@ -734,16 +773,52 @@ static void sweep(struct worker *w, uint64_t now)
     }
 }
 
-/* Makes the latest counters and latencies visible to tp_stress_engine_snap. */
-static void publish(struct worker *w)
+/* Ends interval w->cut_k: its latencies (cur) and counters go to pub_* for
+ * main, and an empty histogram takes cur's place. Returns false, leaving
+ * everything as it was, while main has not taken the previous interval. */
+static bool cut(struct worker *w, uint64_t now)
+{
+    struct tp_stress_hist *full = w->cur;
+    bool done;
+
+    pthread_mutex_lock(&w->lock);
+    done = w->pub_k == TP_STRESS_NO_CUT;
+    if (done) {
+        tp_stress_hist_merge(w->total, full);
+        w->cur = w->rec = w->pub_hist;      /* main emptied it */
+        w->pub_hist = full;
+        w->pub_k = w->cut_k;
+        w->pub_n = w->n;
+        w->pub_open = w->open;
+        w->pub_at = now;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (done) {
+        w->cut_k++;
+        w->cut_at += w->e->interval_ns;
+    }
+    return done;
+}
+
+/* Cuts the interval if it is over; lowers *wake to the next cut. */
+static void cut_turn(struct worker *w, uint64_t now, uint64_t *wake)
+{
+    if (now >= w->cut_at && !cut(w, now)) {
+        if (now + MS < *wake)
+            *wake = now + MS;   /* main is late taking the last one: soon again */
+        return;
+    }
+    if (w->cut_at < *wake)
+        *wake = w->cut_at;
+}
+
+/* Tells main the thread's loop is over: final counters, no more cuts. */
+static void publish_end(struct worker *w)
 {
     pthread_mutex_lock(&w->lock);
-    tp_stress_hist_merge(w->pub_hist, w->cur);
-    w->pub_n = w->n;
-    w->pub_open = w->open;
+    w->fin_n = w->n;
+    w->pub_finished = true;
     pthread_mutex_unlock(&w->lock);
-    tp_stress_hist_merge(w->total, w->cur);
-    tp_stress_hist_init(w->cur);
 }
 
 /* The periodic work of a loop turn; lowers *wake to when it is next due. */
@@ -770,14 +845,8 @@ static void turn(struct worker *w, uint64_t now, uint64_t *wake)
     }
     if (w->next_sweep < *wake)
         *wake = w->next_sweep;
-    if (w->cur != NULL) {
-        if (now >= w->next_publish) {
-            publish(w);
-            w->next_publish = now + PUBLISH_NS;
-        }
-        if (w->next_publish < *wake)
-            *wake = w->next_publish;
-    }
+    if (w->cur != NULL)
+        cut_turn(w, now, wake);
 }
 
 static bool is_finished(const struct worker *w)
@@ -823,7 +892,7 @@ static void worker_finish(struct worker *w, uint64_t now)
     if (w->o->mode == TP_STRESS_CHAT)
         tp_stress__chat_finish(w, now);
     if (w->cur != NULL)
-        publish(w);
+        publish_end(w);
     for (i = 0; i < w->nconns; i++) {
         if (w->conns[i].state == C_OPEN && w->o->mode == TP_STRESS_ECHO)
             w->in_flight_at_end += in_flight(&w->conns[i]);
@@ -843,7 +912,7 @@ static void *worker_main(void *arg)
     int n, i;
 
     w->next_sweep = now + SWEEP_NS;
-    w->next_publish = now + PUBLISH_NS;
+    w->cut_at = now + e->interval_ns;
     if (w->ramp > 0)
         tp_stress_pace_init(&w->ramp_pace, now, w->ramp);
     if (w->rate > 0)
@@ -880,7 +949,7 @@ static uint64_t share(uint64_t x, uint32_t first, uint32_t n, uint32_t conns)
     return (uint64_t)(hi - lo);
 }
 
-static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool progress)
+static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool series)
 {
     uint32_t i, k;
 
@@ -896,7 +965,8 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
         if (w->rings == NULL || w->stamps == NULL)
             return -ENOMEM;
     }
-    if (o->mode == TP_STRESS_STORM && (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
+    if ((o->mode == TP_STRESS_STORM || o->reconnect) &&
+        (w->retry = malloc(w->nconns * sizeof(*w->retry))) == NULL)
         return -ENOMEM;
     if (o->mode == TP_STRESS_SLOW || o->mode == TP_STRESS_FLOOD) {
         k = o->size < STREAM_BLOCK ? STREAM_BLOCK / o->size : 1;
@@ -908,7 +978,7 @@ static int worker_alloc(struct worker *w, const struct tp_stress_opts *o, bool p
         memcpy(w->stream + w->stream_len, w->stream, w->stream_len);
         w->ring_len = w->stream_len;          /* what verify() compares with */
     }
-    if (progress) {
+    if (series) {
         w->cur = malloc(sizeof(*w->cur));
         w->pub_hist = malloc(sizeof(*w->pub_hist));
         if (w->cur == NULL || w->pub_hist == NULL)
@@ -937,8 +1007,9 @@ static int worker_init(struct tp_stress_engine *e, struct worker *w, uint32_t i)
     w->ramp = o->ramp * w->nconns / o->conns;
     w->src_next = w->first;
     w->unit = o->size;
+    w->pub_k = TP_STRESS_NO_CUT;
     pthread_mutex_init(&w->lock, NULL);
-    if ((err = worker_alloc(w, o, e->progress)) < 0)
+    if ((err = worker_alloc(w, o, e->interval_ns > 0)) < 0)
         return err;
     tp_stress_hist_init(w->total);
     w->rec = w->cur != NULL ? w->cur : w->total;
@@ -982,7 +1053,7 @@ static void worker_fini(struct worker *w)
 
 tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
                                             const struct sockaddr *addr, socklen_t addrlen,
-                                            bool progress, char *err, size_t errlen)
+                                            uint64_t interval_ns, char *err, size_t errlen)
 {
     struct tp_stress_engine *e = calloc(1, sizeof(*e));
     uint32_t i;
@@ -995,7 +1066,7 @@ tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
         e->o.depth = 1;
     memcpy(&e->addr, addr, addrlen);
     e->addrlen = addrlen;
-    e->progress = progress;
+    e->interval_ns = interval_ns;
     if (e->o.mode == TP_STRESS_CHAT && tp_stress__chat_create(e, err, errlen) < 0) {
         free(e);
         return NULL;
@@ -1060,26 +1131,98 @@ static void add_counts(struct tp_stress_counts *dst, const struct tp_stress_coun
     dst->sent_msgs += src->sent_msgs;
     dst->sent_bytes += src->sent_bytes;
     dst->opened += src->opened;
+    dst->reconnects += src->reconnects;
+    dst->closed_by_server += src->closed_by_server;
+    dst->lost_at_close += src->lost_at_close;
     for (k = 0; k < TP_STRESS_ERR_KINDS; k++)
         dst->err[k] += src->err[k];
 }
 
-void tp_stress_engine_snap(tp_stress_engine_t *e, struct tp_stress_snap *s)
+/* Whether every thread has cut interval k or will cut no more; *some:
+ * whether one has cut it. */
+static bool tick_is_ready(struct tp_stress_engine *e, uint64_t k, bool *some)
+{
+    struct worker *w;
+    bool ready = true;
+    uint32_t i;
+
+    *some = false;
+    for (i = 0; i < e->nworkers; i++) {
+        w = &e->w[i];
+        pthread_mutex_lock(&w->lock);
+        if (w->pub_k == k)
+            *some = true;
+        else if (!w->pub_finished)
+            ready = false;
+        pthread_mutex_unlock(&w->lock);
+    }
+    return ready;
+}
+
+/* The run after the last cut: what the joined threads still hold. */
+static void take_tail(struct tp_stress_engine *e, struct tp_stress_tick *t)
 {
     struct worker *w;
     uint32_t i;
 
+    t->tail = true;
+    t->end_ns = t->begin_ns;      /* the last thread's end, below */
     for (i = 0; i < e->nworkers; i++) {
         w = &e->w[i];
-        if (w->pub_hist == NULL)
-            continue;
+        tp_stress_hist_merge(t->hist, w->cur);
+        add_counts(&t->n, &w->n);
+        t->open += w->open_at_end;
+        if (w->end_ns > t->end_ns)
+            t->end_ns = w->end_ns;
+    }
+    e->tail_taken = true;
+}
+
+int tp_stress_engine_tick(tp_stress_engine_t *e, struct tp_stress_tick *t)
+{
+    uint64_t k = e->next_k;
+    struct worker *w;
+    bool some;
+    uint32_t i;
+
+    assert(e->interval_ns > 0);
+    if (!tick_is_ready(e, k, &some))
+        return 0;
+    if (!some && (!e->joined || e->tail_taken))
+        return 0;
+    memset(&t->n, 0, sizeof(t->n));
+    t->open = 0;
+    t->index = k;
+    t->tail = false;
+    t->start_ns = e->start_ns;
+    t->begin_ns = e->last_end_ns > e->start_ns ? e->last_end_ns : e->start_ns;
+    if (!some) {
+        take_tail(e, t);
+        e->last_end_ns = t->end_ns;
+        return 1;
+    }
+    t->end_ns = t->begin_ns;
+    /* Once ready, a thread's part stays as it is until taken here: it cuts
+     * k + 1 only after pub_k is emptied. */
+    for (i = 0; i < e->nworkers; i++) {
+        w = &e->w[i];
         pthread_mutex_lock(&w->lock);
-        tp_stress_hist_merge(s->interval, w->pub_hist);
-        tp_stress_hist_init(w->pub_hist);
-        add_counts(&s->n, &w->pub_n);
-        s->open += w->pub_open;
+        if (w->pub_k == k) {
+            tp_stress_hist_merge(t->hist, w->pub_hist);
+            tp_stress_hist_init(w->pub_hist);
+            w->pub_k = TP_STRESS_NO_CUT;
+            add_counts(&t->n, &w->pub_n);
+            t->open += w->pub_open;
+            if (w->pub_at > t->end_ns)
+                t->end_ns = w->pub_at;
+        } else {
+            add_counts(&t->n, &w->fin_n);   /* finished: its connections are closed */
+        }
         pthread_mutex_unlock(&w->lock);
     }
+    e->last_end_ns = t->end_ns;
+    e->next_k++;
+    return 1;
 }
 
 void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
@@ -1092,8 +1235,10 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
     r->start_ns = r->end_ns = e->start_ns;
     for (i = 0; i < e->nworkers; i++) {
         w = &e->w[i];
-        if (!w->started)
+        if (!w->started) {
+            w->pub_finished = true;     /* never ran: nothing to cut */
             continue;
+        }
         pthread_join(w->tid, NULL);
         w->started = false;
         if (w->end_ns > r->end_ns)
@@ -1102,6 +1247,8 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
         r->in_flight_at_end += w->in_flight_at_end;
         add_counts(&r->n, &w->n);
         tp_stress_hist_merge(&r->hist, w->total);
+        if (w->cur != NULL)
+            tp_stress_hist_merge(&r->hist, w->cur);     /* since the last cut */
         if ((w->notes & TP_STRESS_NOTE_ERRNO) && !(r->notes & TP_STRESS_NOTE_ERRNO))
             r->other_errno = w->other_errno;
         r->notes |= w->notes;
@@ -1113,6 +1260,7 @@ void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r)
         }
         r->details_dropped += w->details_dropped;
     }
+    e->joined = true;
     r->requested = e->o.conns;
     if (e->o.mode == TP_STRESS_CHAT)
         tp_stress__chat_join(e, r);

@@ -31,6 +31,9 @@ enum tp_stress_err {
 };
 #define TP_STRESS_ERR_CHAT_FIRST TP_STRESS_ERR_MISSING
 
+/* "refused", "reset", ... as the report and --json name the kind. Any thread. */
+const char *tp_stress_err_name(enum tp_stress_err kind);
+
 /* The kind a connection's errno counts as (TP_STRESS_ERR_OTHER for any not
  * named). Any thread. */
 enum tp_stress_err tp_stress_err_of(int err);
@@ -50,6 +53,10 @@ struct tp_stress_counts {
     uint64_t sent_msgs;     /* whole messages written (chat: lines) */
     uint64_t sent_bytes;
     uint64_t opened;        /* connects that succeeded */
+    uint64_t reconnects;    /* --reconnect: replacements started */
+    uint64_t closed_by_server;  /* --reconnect: closes at a message boundary */
+    uint64_t lost_at_close; /* --reconnect: messages in flight on a connection
+                               that ended, never answered */
     uint64_t err[TP_STRESS_ERR_KINDS];
 };
 
@@ -87,19 +94,32 @@ struct tp_stress_result {
     struct tp_stress_hist hist;          /* latency, ns (chat: send to each delivery) */
 };
 
-/* Plain struct: one progress sample. */
-struct tp_stress_snap {
-    uint64_t open;
-    struct tp_stress_counts n;
-    struct tp_stress_hist *interval;     /* caller's; latencies since the last snap are added */
+/* Plain struct: one interval of the run (the time series), summed over
+ * the threads. Interval k ends at start + (k + 1) * interval; each thread
+ * cuts it at its first loop turn at or after that time, swapping its
+ * latency histogram for an empty one, so a sample costs no more than
+ * without a series. A thread cuts k only once main has taken k - 1. */
+struct tp_stress_tick {
+    uint64_t index;          /* k */
+    uint64_t start_ns;       /* CLOCK_MONOTONIC: the run's start */
+    uint64_t begin_ns;       /* where the previous interval ended (the start) */
+    uint64_t end_ns;         /* the last thread's cut: its nominal end, start +
+                                (k + 1) * interval, or a little later (a
+                                thread cuts at its first loop turn from then;
+                                later still while main has not taken k - 1);
+                                for the tail the run's end */
+    uint64_t open;           /* connections open at the cut */
+    struct tp_stress_counts n;           /* totals at the cut (not differences) */
+    struct tp_stress_hist *hist;         /* caller's: the interval's latencies are added */
+    bool tail;               /* the part of the run after the last whole interval */
 };
 
 /* Sets up the threads' connections and buffers for o against addr (not
- * started). progress: keep per-interval histograms for snapshots.
+ * started). interval_ns: cut a time series every interval_ns (0: none).
  * Returns NULL with a one-line reason in err. Main thread. */
 tp_stress_engine_t *tp_stress_engine_create(const struct tp_stress_opts *o,
                                             const struct sockaddr *addr, socklen_t addrlen,
-                                            bool progress, char *err, size_t errlen);
+                                            uint64_t interval_ns, char *err, size_t errlen);
 
 /* Starts the threads; the run lasts until o->duration_ns from now, -n is
  * reached, every connection failed, or tp_stress_engine_stop(). Returns 0 or
@@ -112,10 +132,12 @@ void tp_stress_engine_stop(tp_stress_engine_t *e);
 /* Whether every thread has finished. Any thread. */
 bool tp_stress_engine_is_done(tp_stress_engine_t *e);
 
-/* Adds the counters as last published by the threads (every 250 ms) to s,
- * and the latencies recorded since the previous snap to s->interval. Only
- * with progress; main thread. */
-void tp_stress_engine_snap(tp_stress_engine_t *e, struct tp_stress_snap *s);
+/* Takes the next interval of the series into t (t->hist is added to, the
+ * rest overwritten) once every thread still running has cut it. Returns 1
+ * if it did, 0 if it is not cut yet. After tp_stress_engine_join, returns
+ * the remaining intervals, then the tail (t->tail) once, then 0. Only with
+ * an interval; main thread. */
+int tp_stress_engine_tick(tp_stress_engine_t *e, struct tp_stress_tick *t);
 
 /* Waits for the threads and fills r (about 40 KiB). Main thread, after start. */
 void tp_stress_engine_join(tp_stress_engine_t *e, struct tp_stress_result *r);

@@ -26,19 +26,32 @@ void tp_stress_hist_merge(struct tp_stress_hist *dst, const struct tp_stress_his
         dst->max_ns = src->max_ns;
 }
 
-/* The middle of bucket i: within 1/256 of every value the bucket holds. */
-static uint64_t bucket_middle(uint32_t i)
+static uint32_t bucket_shift(uint32_t i)
 {
-    uint32_t j, k, shift;
-    uint64_t low;
+    if (i < 2 * TP_STRESS_HIST_SUB)
+        return 0;
+    return (i - 2 * TP_STRESS_HIST_SUB) / TP_STRESS_HIST_SUB + 1;
+}
+
+uint64_t tp_stress_hist_bucket_low(uint32_t i)
+{
+    uint32_t j;
 
     if (i < 2 * TP_STRESS_HIST_SUB)
         return i;
     j = i - 2 * TP_STRESS_HIST_SUB;
-    k = j / TP_STRESS_HIST_SUB + TP_STRESS_HIST_SUB_BITS + 1;
-    shift = k - TP_STRESS_HIST_SUB_BITS;
-    low = (uint64_t)(j % TP_STRESS_HIST_SUB + TP_STRESS_HIST_SUB) << shift;
-    return low + ((UINT64_C(1) << shift) >> 1);
+    return (uint64_t)(j % TP_STRESS_HIST_SUB + TP_STRESS_HIST_SUB) << bucket_shift(i);
+}
+
+uint64_t tp_stress_hist_bucket_width(uint32_t i)
+{
+    return UINT64_C(1) << bucket_shift(i);
+}
+
+/* Within 1/256 of every value the bucket holds. */
+uint64_t tp_stress_hist_bucket_middle(uint32_t i)
+{
+    return tp_stress_hist_bucket_low(i) + (tp_stress_hist_bucket_width(i) >> 1);
 }
 
 uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, uint32_t pcm)
@@ -62,7 +75,7 @@ uint64_t tp_stress_hist_percentile(const struct tp_stress_hist *h, uint32_t pcm)
         if (seen >= rank)
             break;
     }
-    v = bucket_middle(i < TP_STRESS_HIST_BUCKETS ? i : TP_STRESS_HIST_BUCKETS - 1);
+    v = tp_stress_hist_bucket_middle(i < TP_STRESS_HIST_BUCKETS ? i : TP_STRESS_HIST_BUCKETS - 1);
     if (v < h->min_ns)
         v = h->min_ns;
     if (v > h->max_ns)

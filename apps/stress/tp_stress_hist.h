@@ -55,6 +55,14 @@ static inline void tp_stress_hist_record(struct tp_stress_hist *h, uint64_t ns)
         h->max_ns = ns;
 }
 
+/* Bucket i's lowest value, its width (values it holds) and its middle
+ * (lowest + width / 2). The layout is HdrHistogram's with 2 significant
+ * figures: bucket i holds exactly the values an hdr_histogram(1, 2^40 - 1, 2)
+ * counts at index i. i < TP_STRESS_HIST_BUCKETS. */
+uint64_t tp_stress_hist_bucket_low(uint32_t i);
+uint64_t tp_stress_hist_bucket_width(uint32_t i);
+uint64_t tp_stress_hist_bucket_middle(uint32_t i);
+
 /* Adds every count of src to dst (per-thread histograms into one). */
 void tp_stress_hist_merge(struct tp_stress_hist *dst, const struct tp_stress_hist *src);
 

@@ -1,4 +1,8 @@
-/* tp_master.c - the master of `processes N` (see tp_master.h). */
+/* tp_master.c - the master of `processes N` (see tp_master.h).
+ *
+ * Conf generations: m->conf starts as the caller's; each good reload makes
+ * a heap conf (m->owned) that replaces it, the one before freed at once:
+ * a process forked later copies the newest. */
 #include "tp_master.h"
 
 #include <errno.h>
@@ -20,10 +24,14 @@
 #define QUICK_DEATH_MS 1000       /* dying sooner after its start backs off */
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
+#define RELOAD_WAIT_MS 10000      /* READY=1 after a reload at the latest */
 
 struct child {
     pid_t pid;                    /* 0: not running */
-    int ready_fd;                 /* read end; -1 once it said ready */
+    int ready_fd;                 /* read end of its report pipe: 'r' once it
+                                     serves, then 'h' (took it) or 'f' (refused
+                                     it) after each reload; -1 once closed */
+    bool reloading;               /* sent SIGHUP, its report not yet read */
     bool served;                  /* it has been ready at least once */
     unsigned quick_deaths;        /* in a row */
     int64_t started_ms;
@@ -32,13 +40,19 @@ struct child {
 
 struct master {
     struct tp_conf *conf;
+    struct tp_conf *owned;        /* conf if a reload allocated it, else NULL */
     unsigned n;
     tp_serve_fn *serve;
+    tp_reload_conf_fn *read_conf;
     struct tp_notify *notify;
     tp_log_fn *log;
+    tp_metrics_t *metrics;
     struct child kids[MAX_PROCS];
     int sigfd;
     bool stopping, said_ready, failed;
+    unsigned reload_pending;      /* processes still reloading */
+    unsigned reload_refused;      /* ... that refused the conf */
+    int64_t reload_deadline_ms;   /* 0: no reload under way */
     pid_t self;
 };
 
@@ -141,6 +155,43 @@ static void begin_stop(struct master *m, int sig)
     forward(m, sig);
 }
 
+/* READY=1 once every process that got the SIGHUP has said how its reload
+ * went (or died, or RELOAD_WAIT_MS passed). */
+static void reload_check(struct master *m)
+{
+    char status[160];
+    unsigned i;
+
+    if (m->reload_deadline_ms == 0)
+        return;
+    if (m->reload_pending > 0 && now_ms() < m->reload_deadline_ms)
+        return;
+    if (m->reload_pending > 0)
+        say(m, TP_LOG_WARN, "master: reload: %u processes did not say they are done "
+            "within %d ms", m->reload_pending, RELOAD_WAIT_MS);
+    for (i = 0; i < m->n; i++)
+        m->kids[i].reloading = false;
+    if (m->reload_refused > 0)
+        snprintf(status, sizeof(status), "serving with %u processes; %u refused the "
+                 "reloaded conf (see the log)", m->n, m->reload_refused);
+    else
+        snprintf(status, sizeof(status), "serving with %u processes, reloaded", m->n);
+    m->reload_deadline_ms = 0;
+    m->reload_pending = 0;
+    tp_notify_reloaded(m->notify, status);
+}
+
+/* A process is done with a reload (its report, or its death). */
+static void reload_answered(struct master *m, struct child *c, bool refused)
+{
+    if (!c->reloading)
+        return;
+    c->reloading = false;
+    m->reload_pending--;
+    m->reload_refused += refused;
+    reload_check(m);
+}
+
 static void on_exit_of(struct master *m, pid_t pid, int status)
 {
     unsigned i;
@@ -154,6 +205,8 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
         return;
     c = &m->kids[i];
     c->pid = 0;
+    reload_answered(m, c, false);
+    tp_metrics_release(m->metrics, i);   /* its connections died with it */
     if (c->ready_fd >= 0) {
         close(c->ready_fd);
         c->ready_fd = -1;
@@ -191,6 +244,42 @@ static void on_exit_of(struct master *m, pid_t pid, int status)
         say(m, TP_LOG_INFO, "master: process #%u restarts in %lld ms", i + 1, (long long)wait);
 }
 
+/* SIGHUP: check the conf here first, so a bad one is logged once and no
+ * process is bothered with it; then each process reloads itself. */
+static void reload(struct master *m)
+{
+    char err[512], status[640];
+    struct tp_conf *nc;
+
+    tp_notify_reloading(m->notify);
+    say(m, TP_LOG_INFO, "master: got SIGHUP: checking the conf");
+    nc = m->read_conf(m->conf, err, sizeof(err));
+    if (nc == NULL && err[0] == '\0') {
+        say(m, TP_LOG_WARN, "master: reload: started without -c, so there is no file to "
+            "read again; the built-in default serves on");
+        tp_notify_reloaded(m->notify, "reload: no conf file; built-in default kept");
+        return;
+    }
+    if (nc == NULL) {
+        say(m, TP_LOG_ERROR, "master: reload failed: %s; the processes serve on with the "
+            "old configuration", err);
+        snprintf(status, sizeof(status), "reload failed: %s", err);
+        tp_notify_reloaded(m->notify, status);
+        return;
+    }
+    free(m->owned);
+    m->conf = m->owned = nc;
+    m->reload_pending = m->reload_refused = 0;
+    for (unsigned i = 0; i < m->n; i++) {
+        m->kids[i].reloading = m->kids[i].pid > 0 && m->kids[i].ready_fd >= 0;
+        m->reload_pending += m->kids[i].reloading;
+    }
+    m->reload_deadline_ms = now_ms() + RELOAD_WAIT_MS;
+    say(m, TP_LOG_INFO, "master: the conf is good; %u processes reload", m->reload_pending);
+    forward(m, SIGHUP);
+    reload_check(m);
+}
+
 static void on_signals(struct master *m)
 {
     struct signalfd_siginfo si;
@@ -206,6 +295,9 @@ static void on_signals(struct master *m)
             begin_stop(m, (int)si.ssi_signo);
             break;
         case SIGHUP:
+            if (!m->stopping)
+                reload(m);
+            break;
         case SIGUSR1:
             forward(m, (int)si.ssi_signo);
             break;
@@ -224,12 +316,15 @@ static void on_ready(struct master *m, unsigned i)
     unsigned k, ready = 0;
 
     if (read(c->ready_fd, &byte, 1) != 1) {
-        close(c->ready_fd);      /* EOF: it died first; SIGCHLD tells the rest */
+        close(c->ready_fd);      /* EOF: it died; SIGCHLD tells the rest */
         c->ready_fd = -1;
+        reload_answered(m, c, false);
         return;
     }
-    close(c->ready_fd);
-    c->ready_fd = -1;
+    if (byte == 'h' || byte == 'f') {
+        reload_answered(m, c, byte == 'f');
+        return;
+    }
     c->served = true;
     for (k = 0; k < m->n; k++)
         ready += m->kids[k].served;
@@ -242,7 +337,8 @@ static void on_ready(struct master *m, unsigned i)
 }
 
 int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
-                  struct tp_notify *notify_state, tp_log_fn *log)
+                  tp_reload_conf_fn *read_conf, struct tp_notify *notify_state, tp_log_fn *log,
+                  tp_metrics_t *metrics)
 {
     static struct master m;
     struct pollfd pfd[1 + MAX_PROCS];
@@ -252,7 +348,8 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
     unsigned i;
 
     m = (struct master){ .conf = conf, .n = nprocs < MAX_PROCS ? nprocs : MAX_PROCS,
-                         .serve = serve, .notify = notify_state, .log = log, .self = getpid() };
+                         .serve = serve, .read_conf = read_conf, .notify = notify_state,
+                         .log = log, .metrics = metrics, .self = getpid() };
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -288,6 +385,8 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
         }
         if (m.notify->watchdog_usec > 0 && next > next_dog)
             next = next_dog;
+        if (m.reload_deadline_ms > 0 && next > m.reload_deadline_ms)
+            next = m.reload_deadline_ms;
         pfd[0] = (struct pollfd){ .fd = m.sigfd, .events = POLLIN };
         rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
         if (rc < 0 && errno != EINTR) {
@@ -301,6 +400,7 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
         for (nfds_t k = 1; rc > 0 && k < n; k++)
             if (pfd[k].revents != 0 && m.kids[map[k]].ready_fd == pfd[k].fd)
                 on_ready(&m, map[k]);
+        reload_check(&m);
         now = now_ms();
         for (i = 0; i < m.n && !m.stopping; i++)
             if (m.kids[i].pid == 0 && m.kids[i].restart_ms > 0 && m.kids[i].restart_ms <= now)
@@ -312,5 +412,7 @@ int tp_master_run(struct tp_conf *conf, unsigned nprocs, tp_serve_fn *serve,
     }
     close(m.sigfd);
     say(&m, TP_LOG_INFO, "master: every process has stopped");
+    m.conf = conf;
+    free(m.owned);
     return m.failed ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 
 #define STATUS_EVERY_MS 1000
 
@@ -38,6 +39,29 @@ static void send_state(struct tp_notify *n, const char *state)
     snprintf(msg, sizeof(msg), "sd_notify: %s (further failures not logged)", strerror(-rc));
     if (n->log != NULL)
         n->log(n->log_arg, TP_LOG_WARN, msg);
+}
+
+void tp_notify_reloading(struct tp_notify *n)
+{
+    struct timespec ts;
+    char state[96];
+
+    if (!n->on)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    send_state(n, state);
+}
+
+void tp_notify_reloaded(struct tp_notify *n, const char *status)
+{
+    char state[640];
+
+    if (!n->on)
+        return;
+    snprintf(state, sizeof(state), "READY=1\nSTATUS=%s", status);
+    send_state(n, state);
 }
 
 void tp_notify_event(void *arg, enum tp_server_event ev, const struct tp_stats *st)

@@ -44,6 +44,7 @@ struct run {
 };
 
 static struct server srv = { .pid = -1, .err_fd = -1 };
+static struct server srv2 = { .pid = -1, .err_fd = -1 };  /* a second instance */
 static const char *server_fault;   /* TP_FAULT for the next server (suite fault) */
 static pid_t stress_pid = -1;
 static struct run res;
@@ -109,24 +110,24 @@ static int reap(pid_t pid)
     return status;
 }
 
-/* Starts the built server with conf (one listener on 127.0.0.1:0 running
+/* Starts the built server as s with conf (one listener on 127.0.0.1 running
  * app) and learns its port from its "listening on" line. */
-static void server_start_conf(const char *conf, const char *app)
+static void server_start_as(struct server *s, const char *conf, const char *app)
 {
     char ready[64], pat[64];
     const char *line;
     size_t len = strlen(conf);
     int fd, p[2];
 
-    snprintf(srv.conf, sizeof(srv.conf), "/tmp/tp_e2e_stress_XXXXXX");
-    fd = mkstemp(srv.conf);
+    snprintf(s->conf, sizeof(s->conf), "/tmp/tp_e2e_stress_XXXXXX");
+    fd = mkstemp(s->conf);
     cr_assert_geq(fd, 0);
     cr_assert_eq(write(fd, conf, len), (ssize_t)len);
     close(fd);
     cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
-    srv.pid = fork();
-    cr_assert_geq(srv.pid, 0);
-    if (srv.pid == 0) {
+    s->pid = fork();
+    cr_assert_geq(s->pid, 0);
+    if (s->pid == 0) {
         dup2(p[1], STDERR_FILENO);
         if (server_fault != NULL) {
             /* The shim sits under the sanitizers' runtime, not before it. */
@@ -134,21 +135,26 @@ static void server_start_conf(const char *conf, const char *app)
             setenv("TP_FAULT", server_fault, 1);
             setenv("ASAN_OPTIONS", "verify_asan_link_order=0:detect_leaks=1", 1);
         }
-        execl(SERVER, "tidepool", "-c", srv.conf, (char *)NULL);
+        execl(SERVER, "tidepool", "-c", s->conf, (char *)NULL);
         _exit(127);
     }
     close(p[1]);
-    srv.err_fd = p[0];
-    srv.loglen = 0;
-    srv.log[0] = '\0';
+    s->err_fd = p[0];
+    s->loglen = 0;
+    s->log[0] = '\0';
     snprintf(ready, sizeof(ready), "(app %s, framing line)", app);
-    cr_assert(read_until(srv.err_fd, srv.log, &srv.loglen, ready, now_ms() + 10000),
-              "server did not start: %s", srv.log);
-    line = strstr(srv.log, "listening on 127.0.0.1:");
-    cr_assert_not_null(line, "%s", srv.log);
+    cr_assert(read_until(s->err_fd, s->log, &s->loglen, ready, now_ms() + 10000),
+              "server did not start: %s", s->log);
+    line = strstr(s->log, "listening on 127.0.0.1:");
+    cr_assert_not_null(line, "%s", s->log);
     snprintf(pat, sizeof(pat), "listening on 127.0.0.1:%%u (app %s", app);
-    cr_assert_eq(sscanf(line, pat, &srv.port), 1);
-    cr_assert_gt(srv.port, 0);
+    cr_assert_eq(sscanf(line, pat, &s->port), 1);
+    cr_assert_gt(s->port, 0);
+}
+
+static void server_start_conf(const char *conf, const char *app)
+{
+    server_start_as(&srv, conf, app);
 }
 
 /* The built server on 127.0.0.1:0, echo, two workers. */
@@ -157,26 +163,31 @@ static void server_start(void)
     server_start_conf("listen 127.0.0.1:0;\nworkers 2;\n", "echo");
 }
 
-/* Stops the server and returns the "messages N" of its stats line, or -1. */
-static long long server_stop(void)
+/* Stops server s and returns the "messages N" of its stats line, or -1. */
+static long long server_stop_as(struct server *s)
 {
     const char *stats;
     long long msgs = -1;
 
-    if (srv.pid <= 0)
+    if (s->pid <= 0)
         return -1;
-    kill(srv.pid, SIGCONT);   /* a test may have ended while it was stopped */
-    kill(srv.pid, SIGTERM);
-    read_until(srv.err_fd, srv.log, &srv.loglen, NULL, now_ms() + 5000);
-    reap(srv.pid);
-    srv.pid = -1;
-    close(srv.err_fd);
-    srv.err_fd = -1;
-    unlink(srv.conf);
-    stats = strstr(srv.log, "stats:");
+    kill(s->pid, SIGCONT);   /* a test may have ended while it was stopped */
+    kill(s->pid, SIGTERM);
+    read_until(s->err_fd, s->log, &s->loglen, NULL, now_ms() + 5000);
+    reap(s->pid);
+    s->pid = -1;
+    close(s->err_fd);
+    s->err_fd = -1;
+    unlink(s->conf);
+    stats = strstr(s->log, "stats:");
     if (stats != NULL && (stats = strstr(stats, "messages ")) != NULL)
         msgs = atoll(stats + 9);
     return msgs;
+}
+
+static long long server_stop(void)
+{
+    return server_stop_as(&srv);
 }
 
 static void fixture_stop(void);
@@ -190,6 +201,7 @@ static void cleanup(void)
         stress_pid = -1;
     }
     server_stop();
+    server_stop_as(&srv2);
     fixture_stop();
     redis_stop();
     if (json_path[0] != '\0')
@@ -407,7 +419,7 @@ Test(stress, json_has_every_field_of_the_schema)
     cr_assert_eq(jnum("sent") - jnum("messages"), jnum("in_flight_at_end"), "%s", json);
     cr_assert_leq(jnum("in_flight_at_end"), 4, "-c 4 -p 1: %s", json);
     cr_assert(jtrue("ok"));
-    cr_assert_not_null(strstr(json, "\"ok\":true,\"why\":\"\"}"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"ok\":true,\"why\":\"\",\n \"latency_distribution\":[["), "%s", json);
 }
 
 Test(stress, rate_paces_the_messages)
@@ -479,6 +491,44 @@ Test(stress, hold_fails_when_the_server_closes_the_connections)
     cr_assert_eq(jnum("closed_early") + jnum("reset"), 10, "%s", json);
     cr_assert_lt(jnum("duration_s"), 10, "ended when every connection was gone: %s", json);
     cr_assert_not_null(strstr(json, "\"ok\":false"), "%s", json);
+}
+
+/* A rolling restart: a second instance binds the same port (reuseport), the
+ * first stops gracefully. With --reconnect every connection the first one
+ * closed is replaced, the new ones reach the second instance, and the run
+ * is ok: a close at a message boundary is not an error, and no reply is
+ * lost or corrupted. */
+Test(stress, reconnect_replaces_the_connections_a_stopping_server_closes)
+{
+    char conf[128];
+    long long first, second;
+    int fd;
+
+    server_start_conf("listen 127.0.0.1:0 { reuseport on; }\nworkers 2;\n", "echo");
+    fd = stress_start("--reconnect", "-c", "20", "-p", "4", "-d", "2500ms", "--json",
+                      new_json_path(), target(srv.port), NULL);
+    usleep(600 * 1000);
+    snprintf(conf, sizeof(conf), "listen 127.0.0.1:%u { reuseport on; }\nworkers 2;\n",
+             srv.port);
+    server_start_as(&srv2, conf, "echo");
+    first = server_stop();          /* graceful: its 20 connections close */
+    stress_finish(fd, 15000);
+    second = server_stop_as(&srv2);
+    cr_assert_eq(res.code, 0, "%s", res.out);
+    json_load();
+    cr_assert_eq(jnum("mismatch") + jnum("closed_early") + jnum("reset"), 0, "%s", json);
+    cr_assert_eq(jnum("closed_by_server"), 20, "%s", json);
+    cr_assert_geq(jnum("reconnects"), 20, "%s", json);
+    cr_assert_eq(jnum("opened"), 20 + jnum("reconnects"), "%s", json);
+    cr_assert_eq(jnum("open_at_end"), 20, "%s", json);
+    cr_assert_leq(jnum("lost_at_close"), 20 * 4, "%s", json);
+    cr_assert_gt(first, 0, "%s", srv.log);
+    cr_assert_gt(second, 0, "the new connections did not reach the second instance: %s",
+                 srv2.log);
+    cr_assert_geq((double)(first + second), jnum("messages"), "%s", json);
+    cr_assert_leq((double)(first + second),
+                  jnum("messages") + jnum("in_flight_at_end") + jnum("lost_at_close"),
+                  "the servers read more than the tool sent: %s", json);
 }
 
 Test(stress, hold_fails_when_not_every_connection_opened)
@@ -913,6 +963,9 @@ Test(stress, usage_errors_exit_2_with_one_line)
         cr_assert_not_null(strstr(res.out, "-h"), "a hint to -h: %s", res.out);
         cr_assert_eq(strchr(res.out, '\n'), res.out + res.len - 1, "one line: %s", res.out);
     }
+    stress("--mode", "flood", "--reconnect", "127.0.0.1:7000", NULL);
+    cr_assert_eq(res.code, 2, "%s", res.out);
+    cr_assert_not_null(strstr(res.out, "--reconnect"), "%s", res.out);
     stress("-c", "5", "nohost", NULL);
     cr_assert_eq(res.code, 2, "%s", res.out);
     cr_assert_not_null(strstr(res.out, "HOST:PORT"), "%s", res.out);

@@ -47,6 +47,16 @@ static void *serve(void *arg)
 
 struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *app)
 {
+    const struct tp_app *apps[TP_CONF_MAX_LISTEN];
+    size_t i;
+
+    for (i = 0; i < conf->nlisten; i++)
+        apps[i] = app;
+    return tpt_start_apps(conf, apps);
+}
+
+struct tpt_server *tpt_start_apps(const struct tp_conf *conf, const struct tp_app *const *apps)
+{
     struct tpt_server *t = calloc(1, sizeof(*t));
     struct tp_server_opts opts = { .signal_fd = -1 };
     char err[512];
@@ -56,7 +66,7 @@ struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *ap
     cr_assert_not_null(t);
     t->conf = *conf;
     for (i = 0; i < conf->nlisten; i++)
-        t->apps[i] = app;
+        t->apps[i] = apps[i];
     opts.apps = t->apps;
     opts.workers_only = tpt_workers_only;
     if (getenv("TPT_LOG") != NULL) {

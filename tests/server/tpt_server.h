@@ -27,6 +27,9 @@ void tpt_conf(struct tp_conf *conf, int workers);
  * cannot. */
 struct tpt_server *tpt_start(const struct tp_conf *conf, const struct tp_app *app);
 
+/* The same with apps[i] on listener i. */
+struct tpt_server *tpt_start_apps(const struct tp_conf *conf, const struct tp_app *const *apps);
+
 /* Servers started from now on send every message to a worker (see
  * tp_server_opts.workers_only). */
 extern bool tpt_workers_only;

@@ -4,9 +4,12 @@
  * right after sending (their replies are at the workers); a chat-like app
  * broadcasts between connections; app chat (prefix, notices) runs a room
  * that members join and leave while one floods it, one member reads and
- * checks it and one never reads (closed as slow); then a graceful stop while
- * clients still send (the room's reader gets shutdown_message last). Exits
- * 0 when every checked reply matched and the server stopped clean. */
+ * checks it and one never reads (closed as slow); meanwhile another thread
+ * reloads the conf 20 times (workers 4, 0, 2, ...; a listener's settings
+ * changed, so its socket moves to a new slot; a listener added and removed;
+ * the room kept); then a graceful stop while clients still send (the room's
+ * reader gets shutdown_message last). Exits 0 when every checked reply
+ * matched, every reload took and the server stopped clean. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,8 +30,8 @@
 #define CONNS_PER_THREAD 40
 #define LINES 200
 
-static uint16_t port, chat_port, room_port;
-static atomic_int failures;
+static uint16_t port, chat_port, room_port, metrics_port;
+static atomic_int failures, clients_done;
 
 static int dial_port(uint16_t to)
 {
@@ -256,6 +259,65 @@ static void *client(void *arg)
     return NULL;
 }
 
+/* The app chat room's listen block, the same at start and at each reload
+ * (so the room keeps its slot). */
+static void room_conf(struct tp_listen_conf *l)
+{
+    tp_conf_listen_init(l);
+    tp_conf_parse_addr("127.0.0.1:0", l);
+    strcpy(l->app, "chat");
+    l->chat_prefix = l->join_notice = true;
+    l->send_buffer_max = 256 * 1024;
+    strcpy(l->shutdown_message, "bye");
+    l->shutdown_message_len = 3;
+}
+
+/* app metrics's listen block, the same at start and at each reload. */
+static void metrics_conf(struct tp_listen_conf *l)
+{
+    tp_conf_listen_init(l);
+    tp_conf_parse_addr("127.0.0.1:0", l);
+    l->framing = TP_FRAMING_HTTP;
+}
+
+#define RELOADS 20
+
+/* Reloads srv while the clients run: odd rounds change listener 0's
+ * max_message (a new slot takes its socket), add 127.0.0.2:0 and change the
+ * worker count; even rounds go back. The chat room stays as it is. */
+static void *reloader(void *srv)
+{
+    static const int workers[] = { 0, 4, 2, 4, 1 };
+    static struct tp_conf conf;
+    const struct tp_app *apps[5] = { &tp_app_echo, &chat, &tp_app_chat, &tp_app_metrics,
+                                     &tp_app_echo };
+    char err[256];
+    int i;
+
+    for (i = 1; i <= RELOADS; i++) {
+        tp_conf_init(&conf);
+        conf.workers = workers[i % 5];
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
+        conf.nlisten = i % 2 == 1 ? 5 : 4;
+        tp_conf_listen_init(&conf.listen[1]);
+        tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
+        room_conf(&conf.listen[2]);
+        metrics_conf(&conf.listen[3]);
+        if (i % 2 == 1) {
+            conf.listen[0].max_message = 32 * 1024;
+            tp_conf_listen_init(&conf.listen[4]);
+            tp_conf_parse_addr("127.0.0.2:0", &conf.listen[4]);
+        }
+        if (tp_server_reload(srv, &conf, apps, err, sizeof(err)) != 0 ||
+            tp_server_port(srv, 0) != port) {
+            fprintf(stderr, "race_server: reload %d: %s\n", i, err);
+            atomic_fetch_add(&failures, 1);
+        }
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
 static void *serve(void *srv)
 {
     if (tp_server_run(srv) != 0)
@@ -263,14 +325,51 @@ static void *serve(void *srv)
     return NULL;
 }
 
+/* app metrics reads the counters (on a worker, or on the reactor) while the
+ * reactor writes them: scrape until the clients are done. */
+static void *scraper(void *arg)
+{
+    static char buf[1 << 16];
+    const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
+    int scrapes = 0;
+
+    (void)arg;
+    while (!atomic_load(&clients_done) || scrapes == 0) {
+        int fd = dial_port(metrics_port);
+        size_t got = 0;
+        ssize_t n;
+
+        if (fd < 0 || write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+            atomic_fetch_add(&failures, 1);
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+            got += (size_t)n;
+        buf[got] = '\0';
+        close(fd);
+        if (strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) != 0 ||
+            strstr(buf, "\ntidepool_messages_total{") == NULL) {
+            fprintf(stderr, "race_server: bad scrape: %.200s\n", buf);
+            atomic_fetch_add(&failures, 1);
+            return NULL;
+        }
+        scrapes++;
+        usleep(2000);
+    }
+    return NULL;
+}
+
 /* One whole run against a fresh server. */
 static int run(bool workers_only)
 {
     static struct tp_conf conf;
-    const struct tp_app *apps[3] = { &tp_app_echo, &chat, &tp_app_chat };
+    const struct tp_app *apps[4] = { &tp_app_echo, &chat, &tp_app_chat, &tp_app_metrics };
     struct tp_server_opts opts = { .apps = apps, .signal_fd = -1,
                                    .workers_only = workers_only };
     pthread_t th[THREADS], chat_th[CHATTERS], churn_th[CHURNERS], loop, sender, reader;
+    pthread_t reload_th, scrape_th;
     int sleeper;
     struct tp_stats st;
     tp_server_t *srv;
@@ -280,25 +379,23 @@ static int run(bool workers_only)
     tp_conf_init(&conf);
     conf.workers = 4;
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[0]);
-    conf.nlisten = 3;
+    conf.nlisten = 4;
     tp_conf_listen_init(&conf.listen[1]);
     tp_conf_parse_addr("127.0.0.1:0", &conf.listen[1]);
-    tp_conf_listen_init(&conf.listen[2]);
-    tp_conf_parse_addr("127.0.0.1:0", &conf.listen[2]);
-    strcpy(conf.listen[2].app, "chat");
-    conf.listen[2].chat_prefix = conf.listen[2].join_notice = true;
-    conf.listen[2].send_buffer_max = 256 * 1024;
-    strcpy(conf.listen[2].shutdown_message, "bye");
-    conf.listen[2].shutdown_message_len = 3;
+    room_conf(&conf.listen[2]);
     atomic_store(&room_read, 0);
     atomic_store(&room_over, 0);
+    metrics_conf(&conf.listen[3]);
     srv = tp_server_create(&conf, &opts, err, sizeof(err));
     if (srv == NULL)
         return fprintf(stderr, "%s\n", err), 1;
     port = tp_server_port(srv, 0);
     chat_port = tp_server_port(srv, 1);
     room_port = tp_server_port(srv, 2);
+    metrics_port = tp_server_port(srv, 3);
+    atomic_store(&clients_done, 0);
     pthread_create(&loop, NULL, serve, srv);
+    pthread_create(&scrape_th, NULL, scraper, NULL);
     room_reader_fd = dial_port(room_port);
     sleeper = dial_small(room_port);          /* never reads */
     if (room_reader_fd < 0 || sleeper < 0)
@@ -309,6 +406,12 @@ static int run(bool workers_only)
         pthread_create(&churn_th[i], NULL, churner, (void *)i);
     for (i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, client, (void *)i);
+    /* Reloads need the loop running: wait until it has accepted. */
+    for (i = 0, tp_server_stats(srv, &st); i < 2000 && st.accepted == 0; i++) {
+        usleep(5000);
+        tp_server_stats(srv, &st);
+    }
+    pthread_create(&reload_th, NULL, reloader, srv);
     for (i = 0; i < CHATTERS; i++)
         pthread_create(&chat_th[i], NULL, chatter, (void *)i);
     for (i = 0; i < THREADS; i++)
@@ -321,6 +424,9 @@ static int run(bool workers_only)
     /* The reader has it all (its check is exact) before the stop. */
     for (i = 0; i < 2000 && atomic_load(&room_read) < ROOM_LINES; i++)
         usleep(5000);
+    pthread_join(reload_th, NULL);
+    atomic_store(&clients_done, 1);
+    pthread_join(scrape_th, NULL);
     /* Stop while a last client is mid-stream: what it sent before the stop
      * is answered in full, then EOF. */
     tp_server_stats(srv, &st);

@@ -21,7 +21,7 @@ static struct tp_msg *batch(const char *bytes, size_t n, uint8_t flags)
 static void run(const struct tp_app *app, enum tp_framing f, struct tp_msg *m,
                 struct tp_msg_list *out)
 {
-    struct tp_call_env env = { app, NULL, f, 1000 };
+    struct tp_call_env env = { app, NULL, f, 1000, NULL };
 
     tp_msg_list_init(out);
     tp_call_run(&env, m, out);
@@ -215,7 +215,7 @@ static const struct tp_app whoami = { .name = "whoami", .message = whoami_messag
 
 Test(call, state_and_handle_are_the_listeners_and_the_connections)
 {
-    struct tp_call_env env = { &whoami, (void *)"room", TP_FRAMING_LINE, 1000 };
+    struct tp_call_env env = { &whoami, (void *)"room", TP_FRAMING_LINE, 1000, NULL };
     struct tp_msg *m = batch("?\n", 2, 0), *r;
     struct tp_msg_list out;
 
@@ -304,7 +304,7 @@ Test(call, a_reply_after_keep_copies_the_kept_bytes_first)
 Test(call, chat_broadcasts_a_run_of_lines_once_as_it_came)
 {
     struct tp_listen_conf lc;
-    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000 };
+    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000, NULL };
     struct tp_msg *m = batch("a\nbb\nccc", 8, TP_MSG_F_EOF), *r;
     struct tp_msg_list out;
 
@@ -335,7 +335,7 @@ Test(call, chat_broadcasts_a_run_of_lines_once_as_it_came)
 Test(call, chat_prefix_and_notices_use_the_peer_and_member_count)
 {
     struct tp_listen_conf lc;
-    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000 };
+    struct tp_call_env env = { &tp_app_chat, NULL, TP_FRAMING_LINE, 1000, NULL };
     struct tp_msg *m = tp_msg_new(64), *r;
     struct tp_msg_list out;
     void *conn;

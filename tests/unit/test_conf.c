@@ -161,6 +161,8 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(conf.max_connections, def.max_connections);
     cr_expect_eq(conf.log_level, def.log_level);
     cr_expect_eq(conf.shutdown_timeout_ms, def.shutdown_timeout_ms);
+    cr_expect_eq(conf.shutdown_delay_ms, def.shutdown_delay_ms);
+    cr_expect_eq(def.shutdown_delay_ms, 0);
     cr_expect_eq(conf.queue_max, def.queue_max);
     cr_assert_eq(conf.nlisten, 1);
     cr_expect_str_eq(a->addr_text, b->addr_text);
@@ -180,6 +182,8 @@ Test(conf, shipped_file_is_the_default)
     cr_expect_eq(a->http_body_len, b->http_body_len);
     cr_expect_str_eq(a->http_body, b->http_body);
     cr_expect_eq(a->chat_prefix, b->chat_prefix);
+    cr_expect_str_eq(a->chat_redis_host, b->chat_redis_host);
+    cr_expect_str_eq(a->chat_channel, b->chat_channel);
     cr_expect_eq(a->join_notice, b->join_notice);
     cr_expect_eq(a->shutdown_message_len, b->shutdown_message_len);
     cr_expect_str_eq(a->shutdown_message, b->shutdown_message);
@@ -420,6 +424,9 @@ Test(conf, duplicates)
     expect_error("workers 1;\nlisten 7000;\nworkers 2;\n", 3, "\"workers\" is duplicate (first at ");
     cr_expect(strstr(err, "t.conf:1)") != NULL, "%s", err);
     expect_error("listen 7000 {\n  app echo;\n  app upper;\n}\n", 3, "is duplicate");
+    expect_error("shutdown_delay 1s;\nlisten 7000;\nshutdown_delay 2s;\n", 3,
+                 "\"shutdown_delay\" is duplicate (first at ");
+    expect_error("listen 7000;\nshutdown_delay soon;\n", 2, "shutdown_delay");
     expect_error("listen 127.0.0.1:7000;\nlisten 127.0.0.1:7000;\n", 2,
                  "duplicate listen \"127.0.0.1:7000\" (first at ");
     /* The same directive in two blocks is fine; two port-0 listeners too. */
@@ -561,7 +568,7 @@ Test(conf, dump_loads_back_to_the_same_values)
     FILE *mem;
 
     cr_assert_eq(load("workers 3;\nprocesses 2;\nmax_connections 100;\nlog_level debug;\n"
-                      "shutdown_timeout 1m30s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
+                      "shutdown_timeout 1m30s;\nshutdown_delay 4s;\nqueue_max 3m;\nerror_log \"/tmp/a b.log\";\n"
                       "user nobody;\n"
                       "listen [::1]:7001 {\n  app upper;\n  framing length;\n  max_message 100k;\n"
                       "  idle_timeout 0;\n  read_timeout 1500ms;\n  send_buffer_max 65537;\n"
@@ -571,7 +578,8 @@ Test(conf, dump_loads_back_to_the_same_values)
                       "  accept_rate_per_ip 90/m;\n  http_body \"hi \\\"there\\\"\\n\";\n"
                       "  chat_prefix on;\n  join_notice on;\n"
                       "  shutdown_message \"bye \\\"now\\\"\\tall\";\n}\n"
-                      "listen 127.0.0.1:7002;\n"), 0, "%s", err);
+                      "listen 127.0.0.1:7002 { chat_redis 127.0.0.1:6379; chat_channel r-1; }\n"
+                      "listen 127.0.0.1:7003 { chat_redis [::1]:6380; }\n"), 0, "%s", err);
     first = conf;
     mem = open_memstream(&text, &len);
     cr_assert_not_null(mem);
@@ -584,6 +592,8 @@ Test(conf, dump_loads_back_to_the_same_values)
     cr_expect_eq(conf.max_connections, first.max_connections);
     cr_expect_eq(conf.log_level, first.log_level);
     cr_expect_eq(conf.shutdown_timeout_ms, first.shutdown_timeout_ms);
+    cr_expect_eq(conf.shutdown_delay_ms, 4000);
+    cr_expect_eq(conf.shutdown_delay_ms, first.shutdown_delay_ms);
     cr_expect_eq(conf.queue_max, first.queue_max);
     cr_expect_str_eq(conf.error_log, first.error_log);
     cr_expect_str_eq(conf.user, first.user);
@@ -595,9 +605,35 @@ Test(conf, dump_loads_back_to_the_same_values)
         memset(b.file, 0, sizeof(b.file));
         a.line = b.line = 0;
         a.framing_line = b.framing_line = 0;
+        a.chat_redis_line = b.chat_redis_line = 0;
         cr_expect(memcmp(&a, &b, sizeof(a)) == 0, "listen %zu differs after the dump:\n%s", i, text);
     }
     free(text);
+}
+
+Test(conf, chat_redis_and_chat_channel)
+{
+    cr_assert_eq(load("listen 127.0.0.1:7000 { chat_redis 10.1.2.3:6379; chat_channel lobby; }\n"
+                      "listen 127.0.0.1:7001 { chat_redis [::1]:6379; }\n"
+                      "listen 127.0.0.1:7002 { chat_redis off; }\n"
+                      "listen 127.0.0.1:7003;\n"), 0, "%s", err);
+    cr_expect_str_eq(conf.listen[0].chat_redis_host, "10.1.2.3");
+    cr_expect_eq(conf.listen[0].chat_redis_port, 6379);
+    cr_expect_str_eq(conf.listen[0].chat_channel, "lobby");
+    cr_expect_eq(conf.listen[0].chat_redis_line, 1);
+    cr_expect_str_eq(conf.listen[1].chat_redis_host, "::1");
+    cr_expect_str_eq(conf.listen[1].chat_channel, "tidepool");
+    cr_expect_str_eq(conf.listen[2].chat_redis_host, "");
+    cr_expect_str_eq(conf.listen[3].chat_redis_host, "");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis redis.local:6379;\n}\n", 2,
+                 "invalid value \"redis.local:6379\" for \"chat_redis\"");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis *:6379;\n}\n", 2, "IP:PORT");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis 6379;\n}\n", 2, "IP:PORT");
+    expect_error("listen 127.0.0.1:7000 {\n chat_redis 127.0.0.1:0;\n}\n", 2, "1..65535");
+    expect_error("listen 127.0.0.1:7000 {\n chat_channel \"a b\";\n}\n", 2, "no space");
+    expect_error("listen 127.0.0.1:7000 {\n chat_channel \"\";\n}\n", 2, "1..128");
+    expect_error("listen 127.0.0.1:7000 { chat_redis off;\n chat_redis off; }\n", 2,
+                 "is duplicate");
 }
 
 Test(conf, processes_and_the_ports_they_share)
@@ -628,4 +664,24 @@ Test(conf, an_error_is_one_line_whatever_the_file_holds)
     cr_assert_eq(load("listen \"127.0.0.1:7000 {\n\ty\nerror_log \" x;\n"), -1);
     cr_assert_null(strchr(err, '\n'), "a newline in the error: %s", err);
     cr_assert_not_null(strstr(err, "7000 {\\n\\x09y\\nerror_log"), "shown escaped: %s", err);
+}
+
+Test(conf, restart_only_directives_remember_where_they_were_written)
+{
+    char want[PATH_MAX];
+
+    /* A reload names these lines when it cannot apply them. */
+    cr_assert_eq(load("workers 1;\n\nprocesses 2;\nuser nobody;\nerror_log x.log;\n"
+                      "listen 127.0.0.1:7000;\n"), 0, "%s", err);
+    snprintf(want, sizeof(want), "%s/t.conf", dir);
+    cr_expect_str_eq(conf.processes_at.file, want);
+    cr_expect_eq(conf.processes_at.line, 3);
+    cr_expect_str_eq(conf.user_at.file, want);
+    cr_expect_eq(conf.user_at.line, 4);
+    cr_expect_eq(conf.error_log_at.line, 5);
+    cr_assert_eq(load("listen 127.0.0.1:7000;\n"), 0, "%s", err);
+    cr_expect_eq(conf.processes_at.line, 0, "not written: no place");
+    cr_expect_str_eq(conf.processes_at.file, "");
+    cr_expect_eq(conf.user_at.line, 0);
+    cr_expect_eq(conf.error_log_at.line, 0);
 }
