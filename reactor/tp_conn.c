@@ -1066,6 +1066,7 @@ static void broadcast(struct tp_conns *cs, struct tp_msg *m)
         ref->len = m->len;
         ref->count = m->count;
         m->refs++;
+        cs->refs_unwritten++;
         queue_out(cs, c, ref);
     }
     if (--m->refs == 0)

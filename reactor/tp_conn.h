@@ -111,6 +111,8 @@ struct tp_conns {
     int64_t now_ms;               /* cached once per loop turn */
     size_t turn_left;             /* bytes this loop turn may still read */
     struct cds_list_head linger;  /* LINGERING connections, next check first */
+    uint32_t refs_unwritten;      /* broadcast slots queued since the dirty
+                                     list was last written (tp_conn__defer_writes) */
     uint32_t refused_lingering;   /* refused connections now LINGERING */
     enum tp_log_level log_level;
     tp_conns_log_fn *log;         /* NULL: no log */
@@ -159,6 +161,18 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events);
 
 /* Reads c again: it was on the pending or waiting list. */
 void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c);
+
+/* Broadcast slots a loop turn may queue before the dirty list is written:
+ * until then one member's slots from many senders pile up and go out in
+ * one sendmsg, not one each (1,000 members: a write per member per turn,
+ * not per line). Bounds what they hold to about TP_DEFER_REFS headers. */
+#define TP_DEFER_REFS 16384
+
+/* True while writing the dirty list may wait for the end of the turn. */
+static inline bool tp_conn__defer_writes(const struct tp_conns *cs)
+{
+    return cs->refs_unwritten < TP_DEFER_REFS;
+}
 
 /* Writes c's output: it was on the dirty list. */
 void tp_conn__flush(struct tp_conns *cs, struct tp_conn *c);

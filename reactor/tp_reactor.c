@@ -561,12 +561,14 @@ static void take_replies(struct tp_server *s, bool clear)
         tp_conn__reply(&s->cs, m);
 }
 
-static void publish(struct tp_server *s);
+static void publish(struct tp_server *s, bool writes);
 
 static void run_list(struct tp_server *s, enum tp_table_list which)
 {
     struct tp_conn *c, *walk = tp_table_take(&s->cs.table, which);
 
+    if (which == TP_LIST_DIRTY)
+        s->cs.refs_unwritten = 0;
     while ((c = tp_table_pop(&walk, which)) != NULL) {
         if (which == TP_LIST_DIRTY) {
             tp_conn__flush(&s->cs, c);
@@ -574,7 +576,7 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
             /* As after a connection's event: answer what runs here while
              * its bytes are in cache, not after every other connection's. */
             tp_conn__resume(&s->cs, c);
-            publish(s);
+            publish(s, false);
         }
     }
 }
@@ -582,14 +584,21 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
 /* Publishes what was staged for the pool. Work run here (cheap work, or all
  * of it with workers 0) has its replies ready at once, and they may stage
  * more (the next batch of a connection) or give other connections output:
- * go on until nothing is left. */
-static void publish(struct tp_server *s)
+ * go on until nothing is left. Output for other connections (the dirty
+ * list) is written when writes is set (the end of the turn), or before if
+ * broadcasts have queued many slots (tp_conn__defer_writes). */
+static void publish(struct tp_server *s, bool writes)
 {
     for (;;) {
-        if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
+        if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY) &&
+            (writes || !tp_conn__defer_writes(&s->cs)))
             run_list(s, TP_LIST_DIRTY);
-        if (tp_pool_flush(s->cs.pool) == 0)
+        if (tp_pool_flush(s->cs.pool) == 0) {
+            /* Writing may have queued more (a shutdown_message). */
+            if (writes && !tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
+                continue;
             return;
+        }
         take_replies(s, false);
     }
 }
@@ -1070,7 +1079,7 @@ static void plan_commit(struct tp_server *s, struct plan *p)
     size_t i;
 
     /* Staged work goes out on the pool it was staged for. */
-    publish(s);
+    publish(s, true);
     for (i = 0; i < conf->nlisten; i++) {
         if (p->moved[i] >= 0)
             move_socket(s, p->to[i], &s->cs.listeners[p->moved[i]]);
@@ -1090,7 +1099,7 @@ static void plan_commit(struct tp_server *s, struct plan *p)
     free(s->conf);
     s->conf = p->conf;
     sweep_retired(s);
-    publish(s);
+    publish(s, true);
 }
 
 static int apply_reload(struct tp_server *s, const struct tp_conf *conf,
@@ -1187,7 +1196,7 @@ static void on_event(struct tp_server *s, const struct epoll_event *ev, bool *po
         tp_conn__event(&s->cs, ev->data.ptr, ev->events);
         /* Answer now what runs here, while the connection is in cache, and
          * let the workers start on the rest. */
-        publish(s);
+        publish(s, false);
         break;
     case TP_SRC_LISTENER:
         ((struct tp_listener *)ev->data.ptr)->ready = true;
@@ -1235,7 +1244,7 @@ static void turn(struct tp_server *s, bool pool_ready)
         begin_stop(s, true);
     }
     end_drain(s);
-    publish(s);
+    publish(s, true);
     TP_STAT_SET(&s->cs, queued_bytes, tp_pool_backlog(s->cs.pool));
 }
 
