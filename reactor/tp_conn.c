@@ -1088,6 +1088,8 @@ void tp_conn__broadcast_remote(struct tp_conns *cs, uint16_t listener, const cha
     if (!nl)
         m->data[len] = '\n';       /* a foreign publisher's line, framed */
     m->len = (uint32_t)(len + !nl);
+    m->count = (uint32_t)tp_frame_count(cs->listeners[listener].env.framing, m->data, m->len,
+                                        cs->listeners[listener].env.max_message);
     m->kind = TP_MSG_BROADCAST;
     m->flags = TP_MSG_F_SELF | TP_MSG_F_REMOTE;
     m->listener = listener;
