@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tpt_e2e.h"
+
 #define BIN TP_BIN_DIR "/tidepool"
 
 static char dir[] = "/tmp/tp_metrics_e2e_XXXXXX";
@@ -56,14 +58,6 @@ static void teardown(void)
 }
 
 TestSuite(metrics_e2e, .init = setup, .fini = teardown, .timeout = 90);
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *put(const char *name, const char *text)
 {
@@ -104,11 +98,11 @@ static void spawn(struct proc *p, const char *const argv[], const char *log_path
 
 static bool wait_log(struct proc *p, const char *want, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
 
     while (strstr(p->log, want) == NULL) {
         struct pollfd pf = { .fd = p->err, .events = POLLIN };
-        long long left = deadline - now_ms();
+        long long left = deadline - tpt_now_ms();
         ssize_t n;
 
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
@@ -125,13 +119,13 @@ static bool wait_log(struct proc *p, const char *want, int ms)
 /* TERM, then KILL after ms; returns the exit status (-1 if killed). */
 static int stop(struct proc *p, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
     int status;
     size_t i;
 
     kill(p->pid, SIGTERM);
     while (waitpid(p->pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (tpt_now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &status, 0);
             status = -1;
@@ -144,18 +138,6 @@ static int stop(struct proc *p, int ms)
             procs[i] = 0;
     close(p->err);
     return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static uint16_t free_port(void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 /* A connection to 127.0.0.1:port, or -1 if refused. */
@@ -177,7 +159,7 @@ static int dial(uint16_t port)
  * bytes read, or -1 if nobody listens. */
 static ssize_t exchange(uint16_t port, const char *request, char *buf, size_t cap)
 {
-    long long deadline = now_ms() + 5000;
+    long long deadline = tpt_now_ms() + 5000;
     int fd = dial(port);
     size_t got = 0;
     ssize_t n;
@@ -187,7 +169,7 @@ static ssize_t exchange(uint16_t port, const char *request, char *buf, size_t ca
     cr_assert_eq(write(fd, request, strlen(request)), (ssize_t)strlen(request));
     while (got < cap - 1) {
         struct pollfd pf = { .fd = fd, .events = POLLIN };
-        long long left = deadline - now_ms();
+        long long left = deadline - tpt_now_ms();
 
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             break;
@@ -284,7 +266,7 @@ Test(metrics_e2e, prometheus_scrapes_tidepool_and_answers_a_query)
     char listen_arg[64], cfg_arg[PATH_MAX + 32], data_arg[PATH_MAX + 32], listener[64];
     const char *prom_argv[] = { "prometheus", cfg_arg, listen_arg, data_arg, NULL };
     const char *want[2] = { "\"direction\":\"in\"", listener };
-    uint16_t echo, metrics, port = free_port();
+    uint16_t echo, metrics, port = tpt_free_port();
     long long v = -1, deadline;
 
     tp_argv[2] = put("t.conf", "workers 1;\nlisten 127.0.0.1:0;\n"
@@ -308,7 +290,7 @@ Test(metrics_e2e, prometheus_scrapes_tidepool_and_answers_a_query)
     /* Scrapes every second; the first may come before the traffic. */
     snprintf(query, sizeof(query), "GET /api/v1/query?query=tidepool_messages_total HTTP/1.0\r\n"
              "Host: 127.0.0.1:%u\r\n\r\n", port);
-    for (deadline = now_ms() + 30000; now_ms() < deadline; usleep(250000)) {
+    for (deadline = tpt_now_ms() + 30000; tpt_now_ms() < deadline; usleep(250000)) {
         if (exchange(port, query, answer, sizeof(answer)) <= 0)
             continue;                 /* not listening yet */
         if ((v = series_value(answer, want, 2)) > 0)
@@ -333,7 +315,7 @@ Test(metrics_e2e, processes_serve_the_sum_and_a_restart_keeps_it)
     const char *argv[] = { BIN, "-c", NULL, NULL };
     char conf[256], name[128], pid_pat[64];
     struct proc p;
-    uint16_t echo = free_port(), metrics = free_port();
+    uint16_t echo = tpt_free_port(), metrics = tpt_free_port();
     int i, child = 0;
     const char *at;
 
@@ -382,7 +364,7 @@ Test(metrics_e2e, haproxy_sees_503_before_the_listener_closes)
     const char *ha_argv[] = { "haproxy", "-db", "-f", NULL, NULL };
     char conf[256], buf[16];
     struct proc tp, ha;
-    uint16_t echo = free_port(), metrics = free_port(), front = free_port();
+    uint16_t echo = tpt_free_port(), metrics = tpt_free_port(), front = tpt_free_port();
     long long deadline;
     int fd = -1, n;
     const char *down;
@@ -403,7 +385,7 @@ Test(metrics_e2e, haproxy_sees_503_before_the_listener_closes)
     ha_argv[3] = put("haproxy.cfg", cfg);
     spawn(&ha, ha_argv, NULL);
     /* Through HAProxy to the echo listener. */
-    for (deadline = now_ms() + 5000; now_ms() < deadline && (fd = dial(front)) < 0; usleep(50000))
+    for (deadline = tpt_now_ms() + 5000; tpt_now_ms() < deadline && (fd = dial(front)) < 0; usleep(50000))
         ;
     cr_assert_geq(fd, 0, "haproxy does not listen: %s", ha.log);
     cr_assert_eq(write(fd, "hi\n", 3), 3);

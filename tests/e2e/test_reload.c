@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tpt_e2e.h"
+
 #define BIN TP_BIN_DIR "/tidepool"
 #define STRESS TP_BIN_DIR "/tidepool-stress"
 
@@ -48,14 +50,6 @@ static void teardown(void)
 }
 
 TestSuite(reload, .init = setup, .fini = teardown, .timeout = 120);
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *path_of(const char *name)
 {
@@ -105,11 +99,11 @@ static pid_t spawn(const char *const argv[], const char *out)
 /* Waits for pid to exit within ms (else kills it); its exit status, or -1. */
 static int reap(pid_t pid, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
     int status;
 
     while (waitpid(pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (tpt_now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             status = -1;
@@ -149,10 +143,10 @@ static int count(const char *s, const char *what)
 /* Waits up to ms until the file has want at least times times. */
 static bool wait_log(const char *name, const char *want, int times, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
 
     while (count(slurp(name), want) < times) {
-        if (now_ms() > deadline)
+        if (tpt_now_ms() > deadline)
             return false;
         usleep(5000);
     }
@@ -191,10 +185,10 @@ static void exchange(int fd, const char *line, const char *want)
 {
     char buf[256];
     size_t n = strlen(want), got = 0;
-    long long deadline = now_ms() + 5000;
+    long long deadline = tpt_now_ms() + 5000;
 
     cr_assert_eq(write(fd, line, strlen(line)), (ssize_t)strlen(line));
-    while (got < n && now_ms() < deadline) {
+    while (got < n && tpt_now_ms() < deadline) {
         struct pollfd pf = { .fd = fd, .events = POLLIN };
         ssize_t r;
 
@@ -345,19 +339,6 @@ Test(reload, a_bad_conf_is_refused_with_file_and_line_and_the_old_one_serves)
 
 /* ---- systemd's reload protocol ---- */
 
-static int notify_socket(char *path, size_t cap)
-{
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-    cr_assert_geq(fd, 0);
-    snprintf(path, cap, "%s/notify.sock", dir);
-    cr_assert_lt(strlen(path), sizeof(a.sun_path));
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
-    return fd;
-}
-
 /* The next datagram within ms into buf, or false. */
 static bool next_notify(int fd, int ms, char *buf, size_t cap)
 {
@@ -373,9 +354,9 @@ static bool next_notify(int fd, int ms, char *buf, size_t cap)
 /* Skips STATUS=/WATCHDOG= updates to the next datagram holding want. */
 static bool wait_notify(int fd, const char *want, char *buf, size_t cap)
 {
-    long long deadline = now_ms() + 5000;
+    long long deadline = tpt_now_ms() + 5000;
 
-    while (now_ms() < deadline)
+    while (tpt_now_ms() < deadline)
         if (next_notify(fd, 500, buf, cap) && strstr(buf, want) != NULL)
             return true;
     return false;
@@ -395,7 +376,7 @@ Test(reload, notify_socket_hears_reloading_with_monotonic_usec_then_ready)
     char path[PATH_MAX], msg[1024];
     unsigned long long before, after, said;
     const char *at;
-    int nfd = notify_socket(path, sizeof(path));
+    int nfd = tpt_notify_socket(dir, path, sizeof(path));
     pid_t srv;
 
     put("t.conf", "listen 127.0.0.1:0;\n");
@@ -438,18 +419,6 @@ Test(reload, notify_socket_hears_reloading_with_monotonic_usec_then_ready)
 
 /* ---- processes N ---- */
 
-static uint16_t free_port(void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* The pid the master logged for process k, the last time it started it. */
 static pid_t child_pid(const char *log, unsigned k)
 {
@@ -469,8 +438,8 @@ Test(reload, the_master_checks_once_and_a_restarted_process_gets_the_newest_conf
 {
     const char *argv[] = { BIN, "-c", NULL, NULL };
     char conf[256], want[PATH_MAX + 64], path[PATH_MAX], msg[1024];
-    uint16_t port = free_port();
-    int nfd = notify_socket(path, sizeof(path)), fd;
+    uint16_t port = tpt_free_port();
+    int nfd = tpt_notify_socket(dir, path, sizeof(path)), fd;
     pid_t srv;
 
     snprintf(conf, sizeof(conf), "processes 2;\nworkers 1;\nlisten 127.0.0.1:%u;\n", port);

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tpt_e2e.h"
+
 #include "tp_conf.h"
 
 #define BIN TP_BIN_DIR "/tidepool"
@@ -125,22 +127,14 @@ static void spawn(struct proc *p, const char *const argv[])
     p->log[0] = '\0';
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Reads stderr until it contains want (true) or ms pass / EOF (false). */
 static bool wait_log(struct proc *p, const char *want, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
 
     while (strstr(p->log, want) == NULL) {
         struct pollfd pf = { .fd = p->err, .events = POLLIN };
-        long long left = deadline - now_ms();
+        long long left = deadline - tpt_now_ms();
         ssize_t n;
 
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
@@ -158,11 +152,11 @@ static bool wait_log(struct proc *p, const char *want, int ms)
  * status, or -1 if it had to be killed. */
 static int finish(struct proc *p, int ms)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
     int status;
 
     while (waitpid(p->pid, &status, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
+        if (tpt_now_ms() > deadline) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &status, 0);
             forget(p->pid);
@@ -356,7 +350,7 @@ static void *flood_main(void *arg)
     size_t off = sizeof(chunk);
 
     fcntl(f->fd, F_SETFL, O_NONBLOCK);
-    for (long long end = now_ms() + 30000; !atomic_load(&f->stop) && now_ms() < end;) {
+    for (long long end = tpt_now_ms() + 30000; !atomic_load(&f->stop) && tpt_now_ms() < end;) {
         ssize_t n;
 
         if (off == sizeof(chunk)) {
@@ -587,28 +581,15 @@ Test(tidepool, builtin_default_serves_port_7000)
 
 /* ---- systemd: the notify protocol and the unit ---- */
 
-/* The service manager's end of sd_notify: a datagram socket in dir. */
-static int notify_socket(char *path, size_t cap)
-{
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-    cr_assert_geq(fd, 0);
-    snprintf(path, cap, "%s/notify.sock", dir);
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
-    return fd;
-}
-
 /* Reads datagrams until one contains want; returns it in buf, or false
  * after ms. */
 static bool wait_notify(int fd, const char *want, int ms, char *buf, size_t cap)
 {
-    long long deadline = now_ms() + ms;
+    long long deadline = tpt_now_ms() + ms;
 
     for (;;) {
         struct pollfd pf = { .fd = fd, .events = POLLIN };
-        long long left = deadline - now_ms();
+        long long left = deadline - tpt_now_ms();
         ssize_t n;
 
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
@@ -625,7 +606,7 @@ static bool wait_notify(int fd, const char *want, int ms, char *buf, size_t cap)
 Test(tidepool, tells_systemd_ready_status_watchdog_and_stopping)
 {
     char path[PATH_MAX], msg[512];
-    int nfd = notify_socket(path, sizeof(path)), fd;
+    int nfd = tpt_notify_socket(dir, path, sizeof(path)), fd;
     struct proc p;
     uint16_t port;
 
@@ -660,7 +641,7 @@ Test(tidepool, tells_systemd_ready_status_watchdog_and_stopping)
 Test(tidepool, without_notify_socket_nothing_is_sent)
 {
     char path[PATH_MAX], msg[512];
-    int nfd = notify_socket(path, sizeof(path));
+    int nfd = tpt_notify_socket(dir, path, sizeof(path));
     struct proc p;
 
     /* A NOTIFY_SOCKET that is not in the environment is never written:
@@ -830,30 +811,18 @@ Test(tidepool, user_that_does_not_exist_stops_the_start)
 
 /* ---- processes N: a master and serving processes on one port ---- */
 
-static uint16_t free_port(void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Reads n bytes within 5 s; returns n, or what it got before EOF, an error
  * (a reset) or the deadline. */
 static ssize_t read_exact(int fd, char *buf, size_t n)
 {
-    long long deadline = now_ms() + 5000;
+    long long deadline = tpt_now_ms() + 5000;
     size_t got = 0;
 
     while (got < n) {
         struct pollfd pf = { .fd = fd, .events = POLLIN };
         ssize_t r;
 
-        if (poll(&pf, 1, (int)(deadline - now_ms())) <= 0)
+        if (poll(&pf, 1, (int)(deadline - tpt_now_ms())) <= 0)
             break;
         r = read(fd, buf + got, n - got);
         if (r <= 0)
@@ -894,7 +863,7 @@ static long long child_accepted(const struct proc *p, unsigned k)
 static uint16_t start_processes(struct proc *p, unsigned n)
 {
     char conf[128];
-    uint16_t port = free_port();
+    uint16_t port = tpt_free_port();
     const char *argv[] = { BIN, "-c", NULL, NULL };
 
     snprintf(conf, sizeof(conf), "processes %u;\nworkers 1;\nlisten 127.0.0.1:%u;\n", n, port);
@@ -943,15 +912,15 @@ Test(tidepool, a_killed_process_costs_its_connections_and_is_restarted)
 
         cr_assert_eq(read_exact(fds[i], buf, 3), 3, "connection %d got no echo", i);
     }
-    t0 = now_ms();
+    t0 = tpt_now_ms();
     cr_assert_eq(kill(victim, SIGKILL), 0);
     cr_assert(wait_log(&p, "was killed by signal 9", 5000), "%s", p.log);
     /* The master starts #1 again within a second. */
-    while (child_pid(&p, 1) == victim && now_ms() - t0 < 3000)
+    while (child_pid(&p, 1) == victim && tpt_now_ms() - t0 < 3000)
         wait_log(&p, "\1never", 20);
     again = child_pid(&p, 1);
     cr_assert_neq(again, victim, "process #1 was not restarted: %s", p.log);
-    cr_assert_lt(now_ms() - t0, 1500, "restart took %lld ms", now_ms() - t0);
+    cr_assert_lt(tpt_now_ms() - t0, 1500, "restart took %lld ms", tpt_now_ms() - t0);
     /* Only the killed process's connections are gone; the rest still echo. */
     for (int i = 0; i < N; i++) {
         char buf[8];
@@ -974,7 +943,7 @@ Test(tidepool, a_killed_process_costs_its_connections_and_is_restarted)
 Test(tidepool, processes_that_cannot_start_stop_the_master)
 {
     char conf[128];
-    uint16_t port = free_port();
+    uint16_t port = tpt_free_port();
     const char *argv[] = { BIN, "-c", NULL, NULL };
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -1110,12 +1079,12 @@ static size_t http_exchange(uint16_t port, const char *req, char *out, size_t ca
 {
     int fd = dial(port);
     struct pollfd pf = { .fd = fd, .events = POLLIN };
-    long long deadline = now_ms() + 10000;
+    long long deadline = tpt_now_ms() + 10000;
     size_t got = 0;
     ssize_t n;
 
     cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    while (got < cap - 1 && now_ms() < deadline && poll(&pf, 1, 10000) > 0) {
+    while (got < cap - 1 && tpt_now_ms() < deadline && poll(&pf, 1, 10000) > 0) {
         n = read(fd, out + got, cap - 1 - got);
         if (n <= 0)
             break;
@@ -1123,7 +1092,7 @@ static size_t http_exchange(uint16_t port, const char *req, char *out, size_t ca
     }
     close(fd);
     out[got] = '\0';
-    cr_assert(now_ms() < deadline, "the server did not close: \"%s\"", out);
+    cr_assert(tpt_now_ms() < deadline, "the server did not close: \"%s\"", out);
     return got;
 }
 
