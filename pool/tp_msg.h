@@ -17,6 +17,7 @@
 #ifndef TP_MSG_H
 #define TP_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <urcu/wfcqueue.h>
@@ -134,33 +135,57 @@ struct tp_msg *tp_msg_cache_move(struct tp_msg_cache *c, struct tp_msg *m,
  * buffer's usual size; each class after holds more. 0 past the last. */
 size_t tp_msg_class_cap(unsigned sclass);
 
-/* Singly linked FIFO of messages through ->next; owned by one thread. */
+/* FIFO of messages through ->next; owned by one thread. Circular, so one
+ * pointer (8 bytes in every connection) is the whole list: tail->next is
+ * the head. */
 struct tp_msg_list {
-    struct tp_msg *head;
-    struct tp_msg **tailp;
+    struct tp_msg *tail;
 };
 
 static inline void tp_msg_list_init(struct tp_msg_list *l)
 {
-    l->head = NULL;
-    l->tailp = &l->head;
+    l->tail = NULL;
+}
+
+static inline bool tp_msg_list_empty(const struct tp_msg_list *l)
+{
+    return l->tail == NULL;
 }
 
 static inline void tp_msg_list_push(struct tp_msg_list *l, struct tp_msg *m)
 {
-    m->next = NULL;
-    *l->tailp = m;
-    l->tailp = &m->next;
+    if (l->tail == NULL) {
+        m->next = m;
+    } else {
+        m->next = l->tail->next;
+        l->tail->next = m;
+    }
+    l->tail = m;
+}
+
+/* The oldest message, or NULL. */
+static inline struct tp_msg *tp_msg_list_first(const struct tp_msg_list *l)
+{
+    return l->tail != NULL ? l->tail->next : NULL;
+}
+
+/* The message after m (which is on l), or NULL after the last. */
+static inline struct tp_msg *tp_msg_list_next(const struct tp_msg_list *l,
+                                              const struct tp_msg *m)
+{
+    return m == l->tail ? NULL : m->next;
 }
 
 static inline struct tp_msg *tp_msg_list_pop(struct tp_msg_list *l)
 {
-    struct tp_msg *m = l->head;
+    struct tp_msg *m = tp_msg_list_first(l);
 
     if (m != NULL) {
-        l->head = m->next;
-        if (l->head == NULL)
-            l->tailp = &l->head;
+        if (m == l->tail)
+            l->tail = NULL;
+        else
+            l->tail->next = m->next;
+        m->next = NULL;
     }
     return m;
 }

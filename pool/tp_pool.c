@@ -346,7 +346,7 @@ static size_t run_here(struct tp_pool *p)
     size_t n = 0;
     float bytes, most, took;
 
-    if (p->nworkers > 0 && p->stage.head != NULL)
+    if (p->nworkers > 0 && !tp_msg_list_empty(&p->stage))
         t0 = now_ns();
     while ((m = tp_msg_list_pop(&p->stage)) != NULL) {
         c = p->nworkers > 0 ? cost_of(p, m) : NULL;
@@ -378,7 +378,7 @@ size_t tp_pool_flush(tp_pool_t *p)
     for (i = 0; i < p->nworkers; i++) {
         struct worker *w = &p->workers[i];
 
-        if (w->stage.head == NULL)
+        if (tp_msg_list_empty(&w->stage))
             continue;
         if (now == 0)
             now = now_ns();  /* once per flush, for the queue-wait figures */

@@ -171,7 +171,7 @@ static void consume(struct tp_conns *cs, struct tp_conn *c, size_t n)
 
     c->out_bytes -= n;
     while (n > 0) {
-        m = c->out.head;
+        m = tp_msg_list_first(&c->out);
         if (n < m->len - m->off) {
             m->off += (uint32_t)n;
             return;
@@ -189,7 +189,8 @@ static size_t gather(struct tp_conn *c, struct iovec *iov, int *n)
     struct tp_msg *m;
     size_t total = 0;
 
-    for (*n = 0, m = c->out.head; m != NULL && *n < IOV_BATCH; m = m->next) {
+    for (*n = 0, m = tp_msg_list_first(&c->out); m != NULL && *n < IOV_BATCH;
+         m = tp_msg_list_next(&c->out, m)) {
         char *base = m->kind == TP_MSG_REF ? m->shared->data : m->data;
 
         iov[*n].iov_base = base + m->off;
@@ -209,7 +210,7 @@ static int conn_write(struct tp_conns *cs, struct tp_conn *c)
     ssize_t n;
     int niov;
 
-    while (c->out.head != NULL) {
+    while (!tp_msg_list_empty(&c->out)) {
         total = gather(c, iov, &niov);
         mh.msg_iovlen = (size_t)niov;
         /* send() skips sendmsg()'s copy-in of the header and iovec array:
@@ -750,7 +751,7 @@ static void advance(struct tp_conns *cs, struct tp_conn *c)
                 set_state(cs, c, TP_CONN_CLOSED);
                 break;
             }
-            if ((c->flags & TP_CONN_BUSY) || c->out.head != NULL ||
+            if ((c->flags & TP_CONN_BUSY) || !tp_msg_list_empty(&c->out) ||
                 (c->rbuf != NULL && c->rbuf->cut > 0))
                 return;
             if (say_goodbye(cs, c))
@@ -867,7 +868,7 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
         c->flags |= TP_CONN_READABLE;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->flags |= TP_CONN_RDHUP;
-    if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && c->out.head != NULL &&
+    if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !tp_msg_list_empty(&c->out) &&
         conn_write(cs, c) < 0)
         return;
     /* While connections wait their turn to read, a new one waits behind

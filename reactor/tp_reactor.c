@@ -569,7 +569,7 @@ static void run_list(struct tp_server *s, enum tp_table_list which)
 
     if (which == TP_LIST_DIRTY)
         s->cs.refs_unwritten = 0;
-    while ((c = tp_table_pop(&walk, which)) != NULL) {
+    while ((c = tp_table_pop(&s->cs.table, &walk, which)) != NULL) {
         if (which == TP_LIST_DIRTY) {
             tp_conn__flush(&s->cs, c);
         } else {

@@ -56,7 +56,8 @@ static struct tp_conn *fresh_slot(struct tp_table *t)
 
 struct tp_conn *tp_table_get(struct tp_table *t)
 {
-    struct tp_conn *c, *next[TP_LISTS];
+    struct tp_conn *c;
+    uint32_t next[TP_LISTS];
     struct tp_handle h;
     uint16_t listed;
 
@@ -105,26 +106,33 @@ void tp_table_add(struct tp_table *t, enum tp_table_list which, struct tp_conn *
     if (c->flags & bit)
         return;
     c->flags |= bit;
-    c->next[which] = NULL;
-    *t->tail[which] = c;
+    c->next[which] = 0;
+    *t->tail[which] = c->h.slot + 1;
     t->tail[which] = &c->next[which];
+}
+
+/* The slot a list link names (slot + 1), or NULL for 0. */
+static struct tp_conn *linked(const struct tp_table *t, uint32_t link)
+{
+    return link != 0 ? tp_table_at(t, link - 1) : NULL;
 }
 
 struct tp_conn *tp_table_take(struct tp_table *t, enum tp_table_list which)
 {
-    struct tp_conn *walk = t->list[which];
+    struct tp_conn *walk = linked(t, t->list[which]);
 
-    t->list[which] = NULL;
+    t->list[which] = 0;
     t->tail[which] = &t->list[which];
     return walk;
 }
 
-struct tp_conn *tp_table_pop(struct tp_conn **walk, enum tp_table_list which)
+struct tp_conn *tp_table_pop(const struct tp_table *t, struct tp_conn **walk,
+                             enum tp_table_list which)
 {
     struct tp_conn *c = *walk;
 
     if (c != NULL) {
-        *walk = c->next[which];
+        *walk = linked(t, c->next[which]);
         c->flags &= (uint16_t)~(TP_CONN_LISTED << which);
     }
     return c;

@@ -144,3 +144,30 @@ Test(msg, list_is_first_in_first_out)
     tp_msg_list_push(&l, &a);
     cr_assert_eq(tp_msg_list_pop(&l), &a);
 }
+
+Test(msg, list_walks_from_the_oldest_to_the_newest_and_ends)
+{
+    struct tp_msg a = { 0 }, b = { 0 }, c = { 0 }, *want[] = { &a, &b, &c }, *m;
+    struct tp_msg_list l;
+    int n = 0;
+
+    tp_msg_list_init(&l);
+    cr_assert(tp_msg_list_empty(&l));
+    cr_assert_null(tp_msg_list_first(&l));
+    tp_msg_list_push(&l, &a);
+    cr_assert_eq(tp_msg_list_first(&l), &a);
+    cr_assert_null(tp_msg_list_next(&l, &a));
+    tp_msg_list_push(&l, &b);
+    tp_msg_list_push(&l, &c);
+    cr_assert_not(tp_msg_list_empty(&l));
+    for (m = tp_msg_list_first(&l); m != NULL; m = tp_msg_list_next(&l, m)) {
+        cr_assert_lt(n, 3, "the walk does not end");
+        cr_assert_eq(m, want[n++]);
+    }
+    cr_assert_eq(n, 3);
+    cr_assert_eq(tp_msg_list_pop(&l), &a);
+    cr_assert_eq(tp_msg_list_first(&l), &b);
+    cr_assert_eq(tp_msg_list_pop(&l), &b);
+    cr_assert_eq(tp_msg_list_pop(&l), &c);
+    cr_assert(tp_msg_list_empty(&l));
+}
