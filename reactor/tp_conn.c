@@ -871,13 +871,14 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
     if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !tp_msg_list_empty(&c->out) &&
         conn_write(cs, c) < 0)
         return;
-    /* While connections wait their turn to read, a new one waits behind
-     * them: reading it now would pass them, and with a flood the new ones
-     * would use up every turn's budget and the waiting ones never read. */
-    if (!tp_table_is_empty(&cs->table, TP_LIST_PENDING) && c->state == TP_CONN_READING) {
-        tp_table_add(&cs->table, TP_LIST_PENDING, c);
+    /* One already waiting on the pending list keeps its place there. Any
+     * other is read now, from the events' share of the turn (past it, it
+     * joins the end of the list): it had emptied its socket, so it is
+     * light (a new client, a request, a probe) and does not wait behind
+     * every flooding connection's next 64 KiB. The list has its own share
+     * (tp_conn__pending_turn), so the new ones cannot starve it. */
+    if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
         return;
-    }
     conn_read(cs, c);
     progress(cs, c);
 }

@@ -146,12 +146,19 @@ void tp_conns__log(struct tp_conns *cs, enum tp_log_level level, const char *fmt
 void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refuse,
                    struct tp_ip_entry *ip, const struct sockaddr *peer);
 
-/* Bytes one loop turn reads, over all connections; past them, connections
- * wait on the pending list, in the order they became readable, for the next
- * turn (which accepts first). tp_conn__new_turn() starts the count again. */
+/* Bytes one loop turn reads from the connections its events name, and as
+ * many again from the pending list; past them, connections wait on the
+ * pending list, in the order they became readable, for the next turn
+ * (which accepts first). tp_conn__new_turn() starts the events' count,
+ * tp_conn__pending_turn() the list's. */
 #define TP_TURN_BUDGET (1024 * 1024)
 
 static inline void tp_conn__new_turn(struct tp_conns *cs)
+{
+    cs->turn_left = TP_TURN_BUDGET;
+}
+
+static inline void tp_conn__pending_turn(struct tp_conns *cs)
 {
     cs->turn_left = TP_TURN_BUDGET;
 }

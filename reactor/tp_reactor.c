@@ -1223,6 +1223,7 @@ static void turn(struct tp_server *s, bool pool_ready)
     accept_ready(s);
     if (pool_ready || s->pool_retry || tp_pool_inflight(s->cs.pool) > 0)
         take_replies(s, pool_ready);
+    tp_conn__pending_turn(&s->cs);
     run_list(s, TP_LIST_PENDING);
     if (!tp_pool_is_full(s->cs.pool))
         run_list(s, TP_LIST_WAITING);
