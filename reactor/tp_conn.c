@@ -31,8 +31,8 @@
 #include "tp_frame.h"
 #include "tp_sock.h"
 
-#define READ_BUDGET (64 * 1024)       /* bytes per connection per loop turn: one
-                                         read of the largest read buffer */
+#define READ_BUDGET (256 * 1024)      /* bytes per connection per loop turn: four
+                                         reads of the largest read buffer */
 #define READ_CLASSES 3                /* read buffers use the first data size
                                          classes, growing while reads fill them */
 #define IOV_BATCH 64                  /* reply buffers per sendmsg */
@@ -458,8 +458,12 @@ static void learn_size(struct tp_conn *c, const struct tp_msg *b)
         c->rsize--;
 }
 
-static void conn_read(struct tp_conns *cs, struct tp_conn *c)
+/* Reads what c's budget allows; with answer, runs what the pool runs here
+ * as it goes (not while a caller walks a list of connections). Returns
+ * false if c's slot was freed meanwhile (c is not to be touched). */
+static bool conn_read(struct tp_conns *cs, struct tp_conn *c, bool answer)
 {
+    struct tp_handle h;
     size_t budget = READ_BUDGET < cs->turn_left ? READ_BUDGET : cs->turn_left, room;
     ssize_t n;
 
@@ -473,7 +477,7 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
             tp_conns__log(cs, TP_LOG_ERROR, "%s: no memory for a read buffer, closing %s",
                           c->l->name, tp_conn__peer(c));
             tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
-            return;
+            return true;
         }
         n = read(c->fd, c->rbuf->data + c->rbuf->len, room);
         if (n > 0) {
@@ -492,6 +496,16 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
                 c->flags &= (uint16_t)~TP_CONN_READABLE;
             if (cut_input(cs, c) < 0)
                 break;
+            /* One batch of c at a time: where it runs on this thread
+             * (workers 0, or work cheap enough), answer it now and read on
+             * into the buffer it frees, warm, while the budget lasts,
+             * instead of leaving c with a full buffer for a later pass. */
+            if (answer && (c->flags & TP_CONN_BUSY) && budget > 0 && cs->answer != NULL) {
+                h = c->h;
+                cs->answer(cs->answer_arg);
+                if (tp_table_find(&cs->table, h) != c)
+                    return false;
+            }
         } else if (n == 0) {
             c->flags &= (uint16_t)~TP_CONN_READABLE;
             tp_conn_close(cs, c, TP_CLOSE_PEER, false);
@@ -500,13 +514,14 @@ static void conn_read(struct tp_conns *cs, struct tp_conn *c)
         } else if (errno != EINTR) {
             tp_conns__log(cs, TP_LOG_DEBUG, "read: %s", strerror(errno));
             tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
-            return;
+            return true;
         }
     }
     if (c->rbuf != NULL && c->rbuf->len == 0) {
         tp_msg_cache_put(&cs->cache, c->rbuf);
         c->rbuf = NULL;
     }
+    return true;
 }
 
 /* ---- lingering ---- */
@@ -879,8 +894,8 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
      * (tp_conn__pending_turn), so the new ones cannot starve it. */
     if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
         return;
-    conn_read(cs, c);
-    progress(cs, c);
+    if (conn_read(cs, c, true))
+        progress(cs, c);
 }
 
 void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c)
@@ -891,8 +906,8 @@ void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c)
         tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    conn_read(cs, c);
-    progress(cs, c);
+    if (conn_read(cs, c, true))
+        progress(cs, c);
 }
 
 void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c)
@@ -905,7 +920,7 @@ void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c)
      * this turn has read from others. */
     c->flags |= TP_CONN_READABLE;
     cs->turn_left = READ_BUDGET;
-    conn_read(cs, c);
+    conn_read(cs, c, false);
     cs->turn_left = left;
     tp_conn_close(cs, c, TP_CLOSE_SHUTDOWN, false);
 }

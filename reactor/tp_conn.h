@@ -115,6 +115,10 @@ struct tp_conns {
                                      list was last written (tp_conn__defer_writes) */
     uint32_t refused_lingering;   /* refused connections now LINGERING */
     enum tp_log_level log_level;
+    void (*answer)(void *arg);    /* runs the staged work that runs on this
+                                     thread and takes its replies (the
+                                     reactor's publish); NULL: not done */
+    void *answer_arg;
     tp_conns_log_fn *log;         /* NULL: no log */
     void *log_arg;
     struct tp_metrics_slot *slot; /* the counters: reactor writes (relaxed

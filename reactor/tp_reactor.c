@@ -54,6 +54,8 @@
 #define ACCEPT_PAUSE_MS 100      /* after EMFILE and the like */
 #define MAX_WAIT_MS 1000
 #define WARN_EVERY_MS 5000       /* rate limit for repeated accept warnings */
+
+static void answer_now(void *arg);
 #define LISTEN_SLOTS 256         /* listener settings alive at once: the conf's
                                     and those kept for connections a reload left
                                     them with */
@@ -423,6 +425,8 @@ tp_server_t *tp_server_create(const struct tp_conf *conf,
         return NULL;
     }
     set_clock(&s->cs);
+    s->cs.answer = answer_now;
+    s->cs.answer_arg = s;
     s->cs.log = opts->log;
     s->cs.log_arg = opts->log_arg;
     s->cs.log_level = conf->log_level;
@@ -562,6 +566,12 @@ static void take_replies(struct tp_server *s, bool clear)
 }
 
 static void publish(struct tp_server *s, bool writes);
+
+/* tp_conns.answer: a connection's read stopped for its batch at the pool. */
+static void answer_now(void *arg)
+{
+    publish(arg, false);
+}
 
 static void run_list(struct tp_server *s, enum tp_table_list which)
 {
