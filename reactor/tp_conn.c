@@ -500,7 +500,8 @@ static bool conn_read(struct tp_conns *cs, struct tp_conn *c, bool answer)
              * (workers 0, or work cheap enough), answer it now and read on
              * into the buffer it frees, warm, while the budget lasts,
              * instead of leaving c with a full buffer for a later pass. */
-            if (answer && (c->flags & TP_CONN_BUSY) && budget > 0 && cs->answer != NULL) {
+            if (answer && (c->flags & (TP_CONN_BUSY | TP_CONN_READABLE)) ==
+                    (TP_CONN_BUSY | TP_CONN_READABLE) && budget > 0 && cs->answer != NULL) {
                 h = c->h;
                 cs->answer(cs->answer_arg);
                 if (tp_table_find(&cs->table, h) != c)
@@ -890,8 +891,8 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
      * other is read now, from the events' share of the turn (past it, it
      * joins the end of the list): it had emptied its socket, so it is
      * light (a new client, a request, a probe) and does not wait behind
-     * every flooding connection's next 64 KiB. The list has its own share
-     * (tp_conn__pending_turn), so the new ones cannot starve it. */
+     * every flooding connection's next READ_BUDGET. The list has its own
+     * share of the turn, so the new ones cannot starve it. */
     if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
         return;
     if (conn_read(cs, c, true))

@@ -153,16 +153,10 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
 /* Bytes one loop turn reads from the connections its events name, and as
  * many again from the pending list; past them, connections wait on the
  * pending list, in the order they became readable, for the next turn
- * (which accepts first). tp_conn__new_turn() starts the events' count,
- * tp_conn__pending_turn() the list's. */
+ * (which accepts first). tp_conn__new_share() starts each share's count. */
 #define TP_TURN_BUDGET (1024 * 1024)
 
-static inline void tp_conn__new_turn(struct tp_conns *cs)
-{
-    cs->turn_left = TP_TURN_BUDGET;
-}
-
-static inline void tp_conn__pending_turn(struct tp_conns *cs)
+static inline void tp_conn__new_share(struct tp_conns *cs)
 {
     cs->turn_left = TP_TURN_BUDGET;
 }

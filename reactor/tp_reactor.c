@@ -1233,7 +1233,7 @@ static void turn(struct tp_server *s, bool pool_ready)
     accept_ready(s);
     if (pool_ready || s->pool_retry || tp_pool_inflight(s->cs.pool) > 0)
         take_replies(s, pool_ready);
-    tp_conn__pending_turn(&s->cs);
+    tp_conn__new_share(&s->cs);        /* the pending list's share */
     run_list(s, TP_LIST_PENDING);
     if (!tp_pool_is_full(s->cs.pool))
         run_list(s, TP_LIST_WAITING);
@@ -1289,7 +1289,7 @@ int tp_server_run(tp_server_t *s)
             return n;
         }
         set_clock(&s->cs);
-        tp_conn__new_turn(&s->cs);
+        tp_conn__new_share(&s->cs);        /* the events' share */
         pool_ready = false;
         for (i = 0; i < n; i++)
             on_event(s, &ev[i], &pool_ready);
