@@ -54,8 +54,6 @@
 #define ACCEPT_PAUSE_MS 100      /* after EMFILE and the like */
 #define MAX_WAIT_MS 1000
 #define WARN_EVERY_MS 5000       /* rate limit for repeated accept warnings */
-
-static void answer_now(void *arg);
 #define LISTEN_SLOTS 256         /* listener settings alive at once: the conf's
                                     and those kept for connections a reload left
                                     them with */
@@ -388,6 +386,8 @@ static int open_wakeups(struct tp_server *s, char *err, size_t errlen)
     }
     return 0;
 }
+
+static void answer_now(void *arg);
 
 tp_server_t *tp_server_create(const struct tp_conf *conf,
                               const struct tp_server_opts *opts,
