@@ -116,6 +116,22 @@ static bool wait_log(struct proc *p, const char *want, int ms)
     return true;
 }
 
+/* Reads what p wrote up to its exit (EOF on the pipe), for at most 1 s. */
+static void drain_log(struct proc *p)
+{
+    long long deadline = tpt_now_ms() + 1000;
+    struct pollfd pf = { .fd = p->err, .events = POLLIN };
+    ssize_t n;
+
+    while (p->loglen + 1 < sizeof(p->log) && tpt_now_ms() < deadline && poll(&pf, 1, 100) > 0) {
+        n = read(p->err, p->log + p->loglen, sizeof(p->log) - 1 - p->loglen);
+        if (n <= 0)
+            break;
+        p->loglen += (size_t)n;
+        p->log[p->loglen] = '\0';
+    }
+}
+
 /* TERM, then KILL after ms; returns the exit status (-1 if killed). */
 static int stop(struct proc *p, int ms)
 {
@@ -133,6 +149,9 @@ static int stop(struct proc *p, int ms)
         }
         wait_log(p, "\1never", 10);
     }
+    /* A second TERM ends a shutdown_delay at once: the exit may come
+     * before the loop read the last lines. */
+    drain_log(p);
     for (i = 0; i < nprocs; i++)
         if (procs[i] == p->pid)
             procs[i] = 0;
