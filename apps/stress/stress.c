@@ -315,6 +315,9 @@ static void print_probe(const struct summary *m)
             fmt_us(m->probe_us[i], l[i], sizeof(l[i]));
         printf(", connect to reply p50 %s, p90 %s, p99 %s, max %s, mean %s",
                l[0], l[1], l[2], l[4], l[5]);
+        fmt_us((double)p->slowest.connect_ns / 1e3, l[0], sizeof(l[0]));
+        printf(" (the slowest began %.2f s in, its connect took %s)",
+               (double)p->slowest.at_ns / 1e9, l[0]);
     }
     printf("; errors %llu", (unsigned long long)sum_errors(p->err));
     for (i = 0; i < TP_STRESS_ERR_KINDS; i++)
@@ -459,7 +462,10 @@ static void write_json_probe(FILE *f, const struct summary *m)
             m->probe_us[1], m->probe_us[2], m->probe_us[3], m->probe_us[4], m->probe_us[5]);
     for (i = 0; i < TP_STRESS_ERR_CHAT_FIRST; i++)
         fprintf(f, "\"%s\":%llu%s", err_name(i), (unsigned long long)p->err[i],
-                i + 1 < TP_STRESS_ERR_CHAT_FIRST ? "," : "}},\n");
+                i + 1 < TP_STRESS_ERR_CHAT_FIRST ? "," : "},\n");
+    fprintf(f, "  \"slowest\":{\"latency_us\":%.3f,\"connect_us\":%.3f,\"at_s\":%.6f}},\n",
+            (double)p->slowest.ns / 1e3, (double)p->slowest.connect_ns / 1e3,
+            (double)p->slowest.at_ns / 1e9);
 }
 
 /* The "chat" object: the room, and deliveries (= "messages") against lines. */

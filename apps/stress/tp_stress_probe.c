@@ -30,7 +30,7 @@ struct tp_stress_probe {
     const struct tp_stress_opts *o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    uint64_t deadline_ns;
+    uint64_t start_ns, deadline_ns;
     atomic_bool stop;         /* main writes, the thread reads; relaxed */
     bool started;
     pthread_t tid;
@@ -122,24 +122,40 @@ static int probe_exchange(struct tp_stress_probe *p, int fd, uint64_t until)
     return 0;
 }
 
-/* One probe, number seq. Returns PROBE_DONE with the time in *ns, an error
- * kind, or PROBE_STOPPED. */
-static int probe_once(struct tp_stress_probe *p, uint64_t seq, uint64_t *ns)
+/* Keeps the slowest answered probe: when it started and how long its
+ * connect took, so that a report can tell a slow accept queue or a probe
+ * caught in the load's connect storm from a reply that waited. */
+static void note_time(struct tp_stress_probe *p, uint64_t t0, uint64_t connect_ns, uint64_t ns)
 {
-    uint64_t t0 = tp_stress_now_ns(), until = t0 + p->o->timeout_ns;
+    p->r.count++;
+    tp_stress_hist_record(&p->r.hist, ns);
+    if (ns < p->r.slowest.ns)
+        return;
+    p->r.slowest.ns = ns;
+    p->r.slowest.connect_ns = connect_ns;
+    p->r.slowest.at_ns = t0 - p->start_ns;
+}
+
+/* One probe, number seq. Returns PROBE_DONE (recorded), an error kind, or
+ * PROBE_STOPPED. */
+static int probe_once(struct tp_stress_probe *p, uint64_t seq)
+{
+    uint64_t t0 = tp_stress_now_ns(), until = t0 + p->o->timeout_ns, t1, t2;
     int fd, rc;
 
     tp_stress_msg_fill(p->msg, p->o->size, p->o->conns, seq);
     fd = probe_connect(p, until, &rc);
     if (fd < 0)
         return rc;
+    t1 = tp_stress_now_ns();
     rc = probe_exchange(p, fd, until);
-    *ns = tp_stress_now_ns() - t0;
+    t2 = tp_stress_now_ns();
     close(fd);
     if (rc != 0)
         return rc;
     if (p->o->verify && memcmp(p->msg, p->back, p->o->size) != 0)
         return TP_STRESS_ERR_MISMATCH;
+    note_time(p, t0, t1 - t0, t2 - t0);
     return PROBE_DONE;
 }
 
@@ -159,7 +175,7 @@ static void note_failure(struct tp_stress_probe *p, uint64_t seq, int kind)
 static void *probe_main(void *arg)
 {
     struct tp_stress_probe *p = arg;
-    uint64_t next = tp_stress_now_ns(), now, ns = 0, seq;
+    uint64_t next = tp_stress_now_ns(), now, seq;
     struct timespec ts;
     int rc;
 
@@ -171,15 +187,11 @@ static void *probe_main(void *arg)
         }
         if (is_stopped(p, now))
             break;
-        rc = probe_once(p, seq, &ns);
+        rc = probe_once(p, seq);
         if (rc == PROBE_STOPPED)
             break;
-        if (rc == PROBE_DONE) {
-            p->r.count++;
-            tp_stress_hist_record(&p->r.hist, ns);
-        } else {
+        if (rc != PROBE_DONE)
             note_failure(p, seq, rc);
-        }
         next += p->o->probe_ns;
         now = tp_stress_now_ns();
         if (next < now)
@@ -213,7 +225,8 @@ int tp_stress_probe_start(tp_stress_probe_t *p)
 {
     int rc;
 
-    p->deadline_ns = tp_stress_now_ns() + p->o->duration_ns;
+    p->start_ns = tp_stress_now_ns();
+    p->deadline_ns = p->start_ns + p->o->duration_ns;
     rc = pthread_create(&p->tid, NULL, probe_main, p);
     if (rc != 0)
         return -rc;

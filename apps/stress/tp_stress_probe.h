@@ -21,6 +21,11 @@ struct tp_stress_probe_result {
     uint64_t err[TP_STRESS_ERR_KINDS];    /* probes that failed, by kind */
     char first_err[192];                  /* what the first failure was; "" */
     struct tp_stress_hist hist;           /* connect start to reply, ns */
+    struct {                              /* the slowest probe answered */
+        uint64_t ns;                      /* connect start to reply */
+        uint64_t connect_ns;              /* of which, connect start to connected */
+        uint64_t at_ns;                   /* its connect start, from the probe's start */
+    } slowest;
 };
 
 /* Sets up a probe of o->probe_ns against addr (not started). Returns NULL

@@ -320,20 +320,27 @@ static double jnum(const char *key)
     return v;
 }
 
-/* The number after "key": inside the "probe" object. */
-static double jprobe(const char *key)
+/* The number after the first "key": inside the object named obj. */
+static double jin(const char *obj, const char *key)
 {
     char pat[64], *end;
-    const char *p = strstr(json, "\"probe\":{");
+    const char *p;
     double v;
 
-    cr_assert_not_null(p, "no probe object in %s", json);
+    snprintf(pat, sizeof(pat), "\"%s\":{", obj);
+    p = strstr(json, pat);
+    cr_assert_not_null(p, "no %s object in %s", obj, json);
     snprintf(pat, sizeof(pat), "\"%s\":", key);
     p = strstr(p, pat);
-    cr_assert_not_null(p, "no probe %s in %s", key, json);
+    cr_assert_not_null(p, "no %s %s in %s", obj, key, json);
     v = strtod(p + strlen(pat), &end);
-    cr_assert_neq(end, p + strlen(pat), "probe %s is not a number in %s", key, json);
+    cr_assert_neq(end, p + strlen(pat), "%s %s is not a number in %s", obj, key, json);
     return v;
+}
+
+static double jprobe(const char *key)
+{
+    return jin("probe", key);
 }
 
 /* The number after "key " in the stopped server's stats line, or -1. */
@@ -674,6 +681,13 @@ Test(stress, probe_opens_a_new_connection_each_time_beside_echo)
     cr_assert_gt(jprobe("p50"), 0, "%s", json);
     cr_assert_leq(jprobe("p50"), jprobe("p99"), "%s", json);
     cr_assert_leq(jprobe("p99"), jprobe("max"), "%s", json);
+    /* The slowest probe: its own time (the histogram's max is a bucket's
+     * edge), the connect inside it, and when in the 1 s it began. */
+    cr_assert_geq(jin("slowest", "latency_us"), jprobe("p50") * 0.95, "%s", json);
+    cr_assert_leq(jin("slowest", "latency_us"), jprobe("max") * 1.05 + 1, "%s", json);
+    cr_assert_gt(jin("slowest", "connect_us"), 0, "%s", json);
+    cr_assert_leq(jin("slowest", "connect_us"), jin("slowest", "latency_us"), "%s", json);
+    cr_assert(jin("slowest", "at_s") >= 0 && jin("slowest", "at_s") < 1.05, "%s", json);
     cr_assert_eq(jprobe("timeout"), 0, "%s", json);
     cr_assert(jtrue("ok"));
     server_stop();
