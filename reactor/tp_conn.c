@@ -458,13 +458,20 @@ static void learn_size(struct tp_conn *c, const struct tp_msg *b)
         c->rsize--;
 }
 
-/* Reads what c's budget allows; with answer, runs what the pool runs here
- * as it goes (not while a caller walks a list of connections). Returns
- * false if c's slot was freed meanwhile (c is not to be touched). */
-static bool conn_read(struct tp_conns *cs, struct tp_conn *c, bool answer)
+/* What c may read now: READ_BUDGET, or what is left of the turn's share. */
+static size_t turn_budget(const struct tp_conns *cs)
+{
+    return READ_BUDGET < cs->turn_left ? READ_BUDGET : cs->turn_left;
+}
+
+/* Reads up to budget bytes (at least one read if budget > 0); with answer,
+ * runs what the pool runs here as it goes (not while a caller walks a list
+ * of connections). Returns false if c's slot was freed meanwhile (c is not
+ * to be touched). */
+static bool conn_read(struct tp_conns *cs, struct tp_conn *c, size_t budget, bool answer)
 {
     struct tp_handle h;
-    size_t budget = READ_BUDGET < cs->turn_left ? READ_BUDGET : cs->turn_left, room;
+    size_t room;
     ssize_t n;
 
     while ((c->flags & TP_CONN_READABLE) && !input_blocked(c)) {
@@ -876,8 +883,17 @@ void tp_conn__open(struct tp_conns *cs, struct tp_listener *l, int fd, bool refu
     dispatch(cs, c, m);
 }
 
+/* True if c reads into the smallest read buffer (4 KiB): it has not been
+ * filling its reads, so it is a new client, a request, a probe, not a flood. */
+static bool is_light(const struct tp_conn *c)
+{
+    return c->rsize == 0 && (c->rbuf == NULL || c->rbuf->cap <= tp_msg_class_cap(1));
+}
+
 void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
 {
+    size_t budget;
+
     if (c->state == TP_CONN_FREE || c->state == TP_CONN_CLOSED)
         return;               /* an event from before the close */
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -895,7 +911,13 @@ void tp_conn__event(struct tp_conns *cs, struct tp_conn *c, uint32_t events)
      * share of the turn, so the new ones cannot starve it. */
     if (c->flags & (TP_CONN_LISTED << TP_LIST_PENDING))
         return;
-    if (conn_read(cs, c, true))
+    budget = turn_budget(cs);
+    /* Past the share, a light one still gets one read: a probe's line is
+     * answered in this turn, not after a whole round of the list. At most
+     * MAX_EVENTS (512) such reads of 4 KiB a turn. */
+    if (budget == 0 && is_light(c))
+        budget = 1;
+    if (conn_read(cs, c, budget, true))
         progress(cs, c);
 }
 
@@ -907,7 +929,7 @@ void tp_conn__resume(struct tp_conns *cs, struct tp_conn *c)
         tp_conn_close(cs, c, TP_CLOSE_ERROR, true);
         return;
     }
-    if (conn_read(cs, c, true))
+    if (conn_read(cs, c, turn_budget(cs), true))
         progress(cs, c);
 }
 
@@ -920,8 +942,7 @@ void tp_conn__stop(struct tp_conns *cs, struct tp_conn *c)
     /* Take in what already arrived, up to a connection's budget, whatever
      * this turn has read from others. */
     c->flags |= TP_CONN_READABLE;
-    cs->turn_left = READ_BUDGET;
-    conn_read(cs, c, false);
+    conn_read(cs, c, READ_BUDGET, false);
     cs->turn_left = left;
     tp_conn_close(cs, c, TP_CLOSE_SHUTDOWN, false);
 }

@@ -573,21 +573,40 @@ static void answer_now(void *arg)
     publish(arg, false);
 }
 
-static void run_list(struct tp_server *s, enum tp_table_list which)
+/* Writes the output of every connection on the dirty list. */
+static void run_dirty(struct tp_server *s)
 {
-    struct tp_conn *c, *walk = tp_table_take(&s->cs.table, which);
+    struct tp_conn *c, *walk = tp_table_take(&s->cs.table, TP_LIST_DIRTY);
 
-    if (which == TP_LIST_DIRTY)
-        s->cs.refs_unwritten = 0;
-    while ((c = tp_table_pop(&s->cs.table, &walk, which)) != NULL) {
-        if (which == TP_LIST_DIRTY) {
-            tp_conn__flush(&s->cs, c);
-        } else {
-            /* As after a connection's event: answer what runs here while
-             * its bytes are in cache, not after every other connection's. */
-            tp_conn__resume(&s->cs, c);
-            publish(s, false);
-        }
+    s->cs.refs_unwritten = 0;
+    while ((c = tp_table_pop(&s->cs.table, &walk, TP_LIST_DIRTY)) != NULL)
+        tp_conn__flush(&s->cs, c);
+}
+
+/* Whether this turn can serve more of a list: bytes left in the pending
+ * list's share; room in the pool. */
+static bool has_room(const struct tp_server *s, enum tp_table_list which)
+{
+    return which == TP_LIST_PENDING ? s->cs.turn_left > 0 : !tp_pool_is_full(s->cs.pool);
+}
+
+/* Comes back to the pending or waiting connections, oldest first, while the
+ * turn has room; where it stops, the next turn goes on. One served and put
+ * back waits behind every one not yet served, so the few a share serves
+ * never keep the rest of the list waiting (walking the whole list and
+ * putting them all back, the first few came first again every turn). */
+static void run_queue(struct tp_server *s, enum tp_table_list which)
+{
+    struct tp_table *t = &s->cs.table;
+    struct tp_conn *c, *last = tp_table_last(t, which);
+
+    while (has_room(s, which) && (c = tp_table_shift(t, which)) != NULL) {
+        /* As after a connection's event: answer what runs here while its
+         * bytes are in cache, not after every other connection's. */
+        tp_conn__resume(&s->cs, c);
+        publish(s, false);
+        if (c == last)
+            break;      /* the rest were put back during this walk */
     }
 }
 
@@ -602,7 +621,7 @@ static void publish(struct tp_server *s, bool writes)
     for (;;) {
         if (!tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY) &&
             (writes || !tp_conn__defer_writes(&s->cs)))
-            run_list(s, TP_LIST_DIRTY);
+            run_dirty(s);
         if (tp_pool_flush(s->cs.pool) == 0) {
             /* Writing may have queued more (a shutdown_message). */
             if (writes && !tp_table_is_empty(&s->cs.table, TP_LIST_DIRTY))
@@ -1234,9 +1253,8 @@ static void turn(struct tp_server *s, bool pool_ready)
     if (pool_ready || s->pool_retry || tp_pool_inflight(s->cs.pool) > 0)
         take_replies(s, pool_ready);
     tp_conn__new_share(&s->cs);        /* the pending list's share */
-    run_list(s, TP_LIST_PENDING);
-    if (!tp_pool_is_full(s->cs.pool))
-        run_list(s, TP_LIST_WAITING);
+    run_queue(s, TP_LIST_PENDING);
+    run_queue(s, TP_LIST_WAITING);
     take_old_replies(s);
     for (i = 0; i < s->nslots; i++) {
         if (!s->cs.listeners[i].in_use)

@@ -2,6 +2,7 @@
 #include "tp_table.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,4 +137,27 @@ struct tp_conn *tp_table_pop(const struct tp_table *t, struct tp_conn **walk,
         c->flags &= (uint16_t)~(TP_CONN_LISTED << which);
     }
     return c;
+}
+
+struct tp_conn *tp_table_shift(struct tp_table *t, enum tp_table_list which)
+{
+    struct tp_conn *c = linked(t, t->list[which]);
+
+    if (c == NULL)
+        return NULL;
+    t->list[which] = c->next[which];
+    if (t->list[which] == 0)
+        t->tail[which] = &t->list[which];
+    c->flags &= (uint16_t)~(TP_CONN_LISTED << which);
+    return c;
+}
+
+struct tp_conn *tp_table_last(const struct tp_table *t, enum tp_table_list which)
+{
+    const char *tail = (const char *)t->tail[which];
+
+    if (t->tail[which] == &t->list[which])
+        return NULL;
+    /* tail points at the last one's next[which]. */
+    return (struct tp_conn *)(tail - offsetof(struct tp_conn, next) - which * sizeof(uint32_t));
 }

@@ -120,6 +120,16 @@ struct tp_conn *tp_table_take(struct tp_table *t, enum tp_table_list which);
 struct tp_conn *tp_table_pop(const struct tp_table *t, struct tp_conn **walk,
                              enum tp_table_list which);
 
+/* A live list as a queue, for walks that may stop early (a share of the
+ * turn used up) and go on next time from where they stopped: the first
+ * connection, taken off the list (flag cleared), or NULL. One put back with
+ * tp_table_add() goes behind all those not yet shifted. */
+struct tp_conn *tp_table_shift(struct tp_table *t, enum tp_table_list which);
+
+/* The last connection on a list, or NULL: where a walk by shift ends, so
+ * that those put back during it wait for the next walk. */
+struct tp_conn *tp_table_last(const struct tp_table *t, enum tp_table_list which);
+
 static inline bool tp_table_is_empty(const struct tp_table *t, enum tp_table_list which)
 {
     return t->list[which] == 0;
