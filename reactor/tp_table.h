@@ -39,6 +39,7 @@ enum {
                                      (bits 6, 7, 8) */
     TP_CONN_MEMBER     = 1 << 9,  /* counted in its listener's members */
     TP_CONN_BYE        = 1 << 10, /* shutdown_message queued: nothing after it */
+    TP_CONN_STREAMING  = 1 << 11, /* its last read filled the room asked for */
 };
 
 /* The lists of connections to come back to later in this loop turn (or the

@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "tp_frame.h"
 #include "tp_msg.h"
 
 Test(msg, new_rounds_up_to_a_size_class_and_zeroes_the_header)
@@ -32,6 +33,22 @@ Test(msg, each_class_holds_more_and_a_message_of_its_size_fits_it)
         tp_msg_free(m);
     }
     cr_assert_geq(k, 4, "read buffers use classes 1..3");
+}
+
+/* A read buffer of a class holds a message of its round size and a frame
+ * header in one read; one a few bytes short took a read that filled it, a
+ * copy into a bigger one and a second read per 64 KiB line. */
+Test(msg, a_round_size_message_and_its_frame_header_fit_its_class)
+{
+    size_t size = 4096;
+    unsigned k;
+
+    for (k = 1; k <= 3; k++, size *= 4) {
+        cr_assert_geq(tp_msg_class_cap(k), size + TP_FRAME_OVERHEAD + 1,
+                      "class %u: %zu bytes of data", k, tp_msg_class_cap(k));
+        cr_assert_lt(tp_msg_class_cap(k), size + 4096, "class %u: %zu bytes of data",
+                     k, tp_msg_class_cap(k));
+    }
 }
 
 Test(msg, header_only_messages_have_no_room)
